@@ -1,0 +1,24 @@
+//! The libtorch-backed base that every other LMZH crate stands on.
+//!
+//! - [`device`]: `auto | cpu | cuda[:N]` device selection with clear errors.
+//! - [`seed`]: global seeding that makes CPU runs bit-reproducible.
+//! - [`dtype`]: the floating-point types the toolkit works in.
+//! - [`safetensors`]: read and write named tensors, exactly.
+//! - [`image`]: images (8/16-bit grey, grey+alpha, RGB, RGBA) <-> `[C, H, W]`
+//!   tensors in [-1, 1], and sample grids.
+//! - [`fs`]: atomic file writes (temp file + rename) used for every output.
+//! - [`runtime`]: what libtorch this process runs on (version, threads, CUDA).
+
+pub mod device;
+pub mod dtype;
+mod error;
+pub mod fs;
+pub mod image;
+pub mod runtime;
+pub mod safetensors;
+pub mod seed;
+
+pub use device::DeviceSpec;
+pub use dtype::DType;
+pub use error::{Error, Result};
+pub use tch;

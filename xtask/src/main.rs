@@ -1,0 +1,74 @@
+//! `cargo xtask`: project automation that needs nothing but Rust and Python.
+//!
+//! - `setup`  install the pinned libtorch (PyPI wheel `torch==2.11.0`) into a
+//!   per-machine cache and link it into the workspace as `.libtorch`;
+//! - `doctor` check that the binaries find that libtorch and really load CUDA;
+//! - `ci`     setup, then every check CI runs, cheapest first;
+//! - `py`     run a reference script with PyTorch + diffusers (fixtures only).
+//!
+//! This crate never links tch, so it builds before libtorch exists.
+
+mod ci;
+mod doctor;
+mod py;
+mod setup;
+mod tidy;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [flags]
+
+commands:
+  setup [--force]   install libtorch 2.11.0 (PyPI torch wheel) once per machine into
+                    $LMZH_CACHE_DIR or $XDG_CACHE_HOME/lmzh or ~/.cache/lmzh, and link it
+                    as .libtorch; respects a LIBTORCH you set yourself
+  doctor            check libtorch path, version and pins, rpath, CUDA linking and devices
+  ci                setup if needed, then tidy, fmt, clippy, tests, docs, doctor
+  py SCRIPT [ARGS]  run a reference script (scripts/*.py) with torch and diffusers,
+                    installed once per machine; only fixture generation needs it
+  help              this text
+";
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (cmd, rest) = args
+        .split_first()
+        .map(|(c, r)| (c.as_str(), r))
+        .unwrap_or(("help", &[]));
+    if cmd == "py" {
+        return py::run(rest);
+    }
+    let flag = |name: &str| rest.iter().any(|a| a == name);
+    if let Some(unknown) = rest.iter().find(|a| !matches!(a.as_str(), "--force")) {
+        bail!("unknown flag {unknown:?} for `cargo xtask {cmd}`\n\n{USAGE}");
+    }
+    match cmd {
+        "setup" => setup::run(flag("--force")).map(|_| ()),
+        "doctor" => doctor::run(),
+        "ci" => ci::run(),
+        "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command {other:?}\n\n{USAGE}"),
+    }
+}
+
+/// The workspace root (the folder of the virtual manifest).
+fn workspace_root() -> PathBuf {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    here.parent().map(PathBuf::from).unwrap_or(here)
+}
