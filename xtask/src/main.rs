@@ -4,11 +4,15 @@
 //!   per-machine cache and link it into the workspace as `.libtorch`;
 //! - `doctor` check that the binaries find that libtorch and really load CUDA;
 //! - `ci`     setup, then every check CI runs, cheapest first;
+//! - `bench`  benchmarks in release mode;
+//! - `data`   install or locate a benchmark data set;
 //! - `py`     run a reference script with PyTorch + diffusers (fixtures only).
 //!
 //! This crate never links tch, so it builds before libtorch exists.
 
+mod bench;
 mod ci;
+mod data;
 mod doctor;
 mod py;
 mod setup;
@@ -27,6 +31,9 @@ commands:
                     as .libtorch; respects a LIBTORCH you set yourself
   doctor            check libtorch path, version and pins, rpath, CUDA linking and devices
   ci                setup if needed, then tidy, fmt, clippy, tests, docs, doctor
+  bench [data]      run a benchmark in release mode (data: loader throughput)
+  data NAME [--url BASE]
+                    install or locate fashion-mnist, mnist or cifar10 (into the cache)
   py SCRIPT [ARGS]  run a reference script (scripts/*.py) with torch and diffusers,
                     installed once per machine; only fixture generation needs it
   help              this text
@@ -48,8 +55,11 @@ fn run() -> Result<()> {
         .split_first()
         .map(|(c, r)| (c.as_str(), r))
         .unwrap_or(("help", &[]));
-    if cmd == "py" {
-        return py::run(rest);
+    match cmd {
+        "py" => return py::run(rest),
+        "data" => return data::run(rest),
+        "bench" => return bench::run(rest),
+        _ => {}
     }
     let flag = |name: &str| rest.iter().any(|a| a == name);
     if let Some(unknown) = rest.iter().find(|a| !matches!(a.as_str(), "--force")) {
