@@ -1,6 +1,43 @@
 //! The noise-prediction U-Net, weight-compatible with diffusers `UNet2DModel`.
 //!
-//! Status: skeleton. This crate will hold the U-Net blocks (timestep
-//! embedding, `ResnetBlock2D`, attention, down/up/mid blocks), a
-//! `UNetConfig` that reads diffusers' `config.json`, and safetensors loading
-//! and saving in diffusers' layout. Nothing is implemented yet.
+//! - [`config`]: [`UNetConfig`], diffusers' `config.json` key for key, and
+//!   the presets ([`UNetConfig::ddpm_cifar10`], [`UNetConfig::small_grey`],
+//!   [`UNetConfig::tiny`]).
+//! - [`embeddings`], [`resnet`], [`attention`], [`downsampling`],
+//!   [`upsampling`], [`unet_2d_blocks`], [`unet_2d`]: the blocks, one file
+//!   each, named as in diffusers; variable names are the state-dict keys.
+//! - [`io`]: [`UNet`] (model + weights) with loading and saving in
+//!   diffusers' folder layout.
+//! - [`layers`]: PyTorch-initialised conv/linear/norm layers and the FLOP
+//!   convention (1 multiply-add = 2 FLOPs).
+//!
+//! ```no_run
+//! use unet::{tch::{Device, Tensor}, UNet};
+//! let unet = UNet::load("ddpm-cifar10-32", Device::Cpu)?;
+//! let x = Tensor::randn([4, 3, 32, 32], (tch::Kind::Float, Device::Cpu));
+//! let eps = unet.forward(&x, &Tensor::from(500i64), None)?;
+//! # Ok::<(), unet::Error>(())
+//! ```
+
+pub mod activations;
+pub mod attention;
+pub mod config;
+pub mod downsampling;
+pub mod embeddings;
+mod error;
+pub mod io;
+pub mod layers;
+pub mod resnet;
+pub mod unet_2d;
+pub mod unet_2d_blocks;
+pub mod upsampling;
+
+pub use config::UNetConfig;
+pub use error::{Error, Result};
+pub use io::UNet;
+pub use tch;
+pub use unet_2d::UNet2DModel;
+
+/// The diffusers version this implementation follows and writes into the
+/// `_diffusers_version` of the configs it saves.
+pub const DIFFUSERS_VERSION: &str = "0.42.1";

@@ -1,0 +1,276 @@
+//! Loading and saving in diffusers' layout, and [`UNet`]: a model together
+//! with the `VarStore` that owns its weights.
+//!
+//! A model folder holds `config.json` and `diffusion_pytorch_model.safetensors`
+//! (what `UNet2DModel.save_pretrained` writes). A pipeline folder (with
+//! `model_index.json`, `unet/`, `scheduler/`, ...) is accepted too: its
+//! `unet/` subfolder is used. Tensor names are the state-dict keys; a
+//! missing, unexpected or wrongly shaped tensor is an error that lists all
+//! of them. Checkpoints from before diffusers 0.14 that name the attention
+//! weights `query`, `key`, `value`, `proj_attn` load too (diffusers renames
+//! them the same way).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use tch::{nn, Device, Tensor};
+
+use crate::{Error, Result, UNet2DModel, UNetConfig};
+
+/// File name of the weights in a diffusers model folder.
+pub const WEIGHTS_NAME: &str = "diffusion_pytorch_model.safetensors";
+/// File name of the config in a diffusers model folder.
+pub const CONFIG_NAME: &str = "config.json";
+
+/// The model folder of `dir`: `dir` itself, or `dir/unet` when `dir` is a
+/// pipeline folder (has `model_index.json`).
+pub fn resolve_model_dir(dir: impl AsRef<Path>) -> Result<PathBuf> {
+    let dir = dir.as_ref();
+    let fail = |path: PathBuf, reason: &str| Error::NotAModelFolder {
+        path,
+        reason: reason.to_string(),
+    };
+    if !dir.is_dir() {
+        return Err(fail(dir.to_path_buf(), "no such folder"));
+    }
+    if dir.join("model_index.json").is_file() {
+        let unet = dir.join("unet");
+        if unet.join(CONFIG_NAME).is_file() {
+            return Ok(unet);
+        }
+        return Err(fail(
+            dir.to_path_buf(),
+            "a pipeline folder (it has model_index.json) without unet/config.json",
+        ));
+    }
+    if dir.join(CONFIG_NAME).is_file() {
+        return Ok(dir.to_path_buf());
+    }
+    Err(fail(
+        dir.to_path_buf(),
+        "neither a diffusers model folder (config.json, diffusion_pytorch_model.safetensors) \
+         nor a pipeline folder (model_index.json, unet/)",
+    ))
+}
+
+/// The current name of a state-dict key from before diffusers' attention
+/// refactor (`attentions.0.query.weight` -> `attentions.0.to_q.weight`).
+pub fn modern_key(name: &str) -> String {
+    let parts: Vec<&str> = name.split('.').collect();
+    if parts.len() >= 2 && parts.contains(&"attentions") {
+        let leaf = parts.len() - 2;
+        let new = match parts[leaf] {
+            "query" => Some("to_q"),
+            "key" => Some("to_k"),
+            "value" => Some("to_v"),
+            "proj_attn" => Some("to_out.0"),
+            _ => None,
+        };
+        if let Some(new) = new {
+            let mut p: Vec<String> = parts.iter().map(|s| s.to_string()).collect();
+            p[leaf] = new.to_string();
+            return p.join(".");
+        }
+    }
+    name.to_string()
+}
+
+/// A `UNet2DModel` and the `VarStore` holding its weights.
+#[derive(Debug)]
+pub struct UNet {
+    pub vs: nn::VarStore,
+    pub model: UNet2DModel,
+}
+
+impl UNet {
+    /// A freshly initialised model on `device` (f32).
+    pub fn new(config: &UNetConfig, device: Device) -> Result<Self> {
+        let vs = nn::VarStore::new(device);
+        let model = UNet2DModel::new(vs.root(), config)?;
+        Ok(UNet { vs, model })
+    }
+
+    /// Loads a diffusers model or pipeline folder onto `device` (weights as f32).
+    pub fn load(dir: impl AsRef<Path>, device: Device) -> Result<Self> {
+        let dir = resolve_model_dir(dir)?;
+        let config = UNetConfig::from_file(dir.join(CONFIG_NAME))?;
+        let weights = dir.join(WEIGHTS_NAME);
+        if !weights.is_file() && dir.join("diffusion_pytorch_model.bin").is_file() {
+            return Err(Error::NotAModelFolder {
+                path: dir,
+                reason: "only safetensors weights are read, and this folder has the pickle \
+                         diffusion_pytorch_model.bin (re-save it with safe_serialization=True)"
+                    .into(),
+            });
+        }
+        let mut unet = tch::no_grad(|| UNet::new(&config, device))?;
+        unet.load_weights(&weights)?;
+        Ok(unet)
+    }
+
+    /// Copies the tensors of a safetensors file into the model, converting
+    /// dtypes. Every variable must be in the file with its shape, and the
+    /// file must hold nothing else.
+    pub fn load_weights(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let file: BTreeMap<String, Tensor> = tensor::safetensors::load(path, Device::Cpu)?
+            .into_iter()
+            .map(|(k, v)| (modern_key(&k), v))
+            .collect();
+        let vars = self.vs.variables();
+        let mut missing = Vec::new();
+        let mut mismatched = Vec::new();
+        for (name, var) in &vars {
+            match file.get(name) {
+                None => missing.push(name.clone()),
+                Some(t) if t.size() != var.size() => mismatched.push(format!(
+                    "{name} (file {:?}, model {:?})",
+                    t.size(),
+                    var.size()
+                )),
+                Some(_) => {}
+            }
+        }
+        let mut unexpected: Vec<String> = file
+            .keys()
+            .filter(|k| !vars.contains_key(*k))
+            .cloned()
+            .collect();
+        if !(missing.is_empty() && unexpected.is_empty() && mismatched.is_empty()) {
+            missing.sort();
+            unexpected.sort();
+            mismatched.sort();
+            return Err(Error::WeightMismatch {
+                path: path.to_path_buf(),
+                missing,
+                unexpected,
+                mismatched,
+            });
+        }
+        tch::no_grad(|| -> Result<()> {
+            for (name, mut var) in vars {
+                let src = &file[&name];
+                var.f_copy_(&src.f_to_kind(var.kind())?.f_to_device(var.device())?)?;
+            }
+            Ok(())
+        })?;
+        tracing::debug!(path = %path.display(), tensors = file.len(), "loaded UNet weights");
+        Ok(())
+    }
+
+    /// The model's config.
+    pub fn config(&self) -> &UNetConfig {
+        &self.model.config
+    }
+
+    /// Every weight by state-dict key, in key order.
+    pub fn state_dict(&self) -> BTreeMap<String, Tensor> {
+        self.vs.variables().into_iter().collect()
+    }
+
+    /// Writes `dir/config.json` and `dir/diffusion_pytorch_model.safetensors`
+    /// (creating `dir`), each atomically, so that
+    /// `UNet2DModel.from_pretrained(dir)` loads the model in diffusers.
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let state = self.state_dict();
+        let detached: Vec<(String, Tensor)> =
+            state.into_iter().map(|(k, v)| (k, v.detach())).collect();
+        let refs: Vec<(&str, &Tensor)> = detached.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let metadata = tensor::safetensors::Metadata::from([("format".into(), "pt".into())]);
+        tensor::safetensors::save(dir.join(WEIGHTS_NAME), &refs, Some(&metadata))?;
+        let config = self.config().to_diffusers_json();
+        tensor::fs::write_bytes_atomic(&dir.join(CONFIG_NAME), config.as_bytes())?;
+        Ok(())
+    }
+
+    /// Total number of weights (trained or not, as diffusers' `num_parameters`).
+    pub fn num_parameters(&self) -> i64 {
+        self.vs.variables().values().map(|t| t.numel() as i64).sum()
+    }
+
+    /// Number of weights per top-level block (`conv_in`, `time_proj`,
+    /// `time_embedding`, `class_embedding`, `down_blocks.i`, `mid_block`,
+    /// `up_blocks.i`, `conv_norm_out`, `conv_out`), in forward order; blocks
+    /// without weights are left out.
+    pub fn parameter_counts(&self) -> Vec<(String, i64)> {
+        let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+        for (name, t) in self.vs.variables() {
+            *counts.entry(block_of(&name)).or_default() += t.numel() as i64;
+        }
+        let mut order = vec![
+            "conv_in".to_string(),
+            "time_proj".into(),
+            "time_embedding".into(),
+        ];
+        order.push("class_embedding".into());
+        order.extend((0..self.model.down_blocks.len()).map(|i| format!("down_blocks.{i}")));
+        order.push("mid_block".into());
+        order.extend((0..self.model.up_blocks.len()).map(|i| format!("up_blocks.{i}")));
+        order.extend(["conv_norm_out".into(), "conv_out".into()]);
+        let mut out: Vec<(String, i64)> = order
+            .into_iter()
+            .filter_map(|k| counts.remove(&k).map(|c| (k, c)))
+            .collect();
+        out.extend(counts);
+        out
+    }
+
+    /// See [`UNet2DModel::forward`].
+    pub fn forward(
+        &self,
+        sample: &Tensor,
+        timesteps: &Tensor,
+        class_labels: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        self.model.forward(sample, timesteps, class_labels)
+    }
+
+    /// See [`UNet2DModel::forward_t`].
+    pub fn forward_t(
+        &self,
+        sample: &Tensor,
+        timesteps: &Tensor,
+        class_labels: Option<&Tensor>,
+        train: bool,
+    ) -> Result<Tensor> {
+        self.model.forward_t(sample, timesteps, class_labels, train)
+    }
+}
+
+/// `down_blocks.1.resnets.0.conv1.weight` -> `down_blocks.1`; `conv_in.weight` -> `conv_in`.
+fn block_of(name: &str) -> String {
+    let mut parts = name.split('.');
+    let first = parts.next().unwrap_or_default();
+    match (first, parts.next()) {
+        ("down_blocks" | "up_blocks", Some(i)) => format!("{first}.{i}"),
+        _ => first.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_attention_keys_are_renamed() {
+        assert_eq!(
+            modern_key("mid_block.attentions.0.query.weight"),
+            "mid_block.attentions.0.to_q.weight"
+        );
+        assert_eq!(
+            modern_key("down_blocks.1.attentions.1.proj_attn.bias"),
+            "down_blocks.1.attentions.1.to_out.0.bias"
+        );
+        assert_eq!(
+            modern_key("down_blocks.1.resnets.0.conv1.weight"),
+            "down_blocks.1.resnets.0.conv1.weight"
+        );
+        assert_eq!(
+            block_of("up_blocks.2.upsamplers.0.conv.bias"),
+            "up_blocks.2"
+        );
+        assert_eq!(block_of("conv_out.weight"), "conv_out");
+    }
+}
