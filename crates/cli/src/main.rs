@@ -4,6 +4,10 @@
 //! work, so `lmzh <cmd>` and that crate's own binary accept the same flags.
 
 mod doctor;
+mod sample;
+mod schedule;
+mod train;
+mod unet;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +24,18 @@ struct Cli {
 enum Command {
     /// Report the libtorch this binary runs on: path, version, threads, CUDA.
     Doctor(doctor::Args),
+    /// Sample images from a model folder with a chosen solver (ddpm, ddim,
+    /// dpm++2m, euler, euler-a, heun).
+    Sample(sample::Args),
+    /// Show a noise schedule: a table of beta, alpha_bar and SNR over t, or
+    /// a plot comparing schedules (--plot FILE.png).
+    Schedule(schedule::Args),
+    /// Train a diffusion model (the `trainer` binary); no arguments trains
+    /// the default preset on the bundled digits.
+    Train(train::Args),
+    /// Look at a U-Net: parameters per block and forward FLOPs
+    /// (`lmzh unet info DIR` or `--preset NAME`).
+    Unet(unet::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -33,6 +49,10 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Doctor(args) => doctor::run(&args),
+        Command::Sample(args) => sample::run(&args),
+        Command::Schedule(args) => schedule::run(&args),
+        Command::Train(args) => train::run(&args),
+        Command::Unet(args) => unet::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,7 +1,50 @@
-//! Reverse-process solvers for diffusion models, guidance and editing.
+//! Reverse-process solvers for DDPM-family diffusion models, exact against
+//! diffusers 0.42.1, and the sampling loop with classifier-free guidance.
 //!
-//! Status: skeleton. This crate will hold one `Solver` trait with DDPM, DDIM,
-//! DPM-Solver++, Euler and Heun implementations that match diffusers, the
-//! sampling loop with classifier-free guidance, and the editing functions
-//! (image-to-image, inpainting, denoising, interpolation). The `sampler`
-//! binary reports that it is not available yet.
+//! - [`solver`]: the [`Solver`] trait (one `step` signature, per-sample
+//!   positions allowed) and [`by_name`], which builds a `Box<dyn Solver>`
+//!   from a name and a diffusers `scheduler_config.json`.
+//! - One file per solver, named as diffusers names them: [`ddpm`]
+//!   (ancestral; `fixed_small`, `fixed_large`, `learned_range` variances),
+//!   [`ddim`] (eta), [`dpm_solver`] (DPM-Solver++ multistep, order 1-3),
+//!   [`euler`], [`euler_ancestral`], [`heun`] (Karras sigmas optional).
+//! - [`sample`](mod@sample): the loop, the same for every solver, with
+//!   classifier-free guidance.
+//! - [`noise`]: where stochastic solvers draw their noise (libtorch's
+//!   seeded generator, or recorded draws).
+//! - [`trajectory`]: pictures of x_t and the predicted x_0 along the way.
+//! - [`cli`]: the flags and the run of `sampler` / `lmzh sample`.
+//!
+//! ```no_run
+//! use sampler::{by_name, sample, Conditioning, SolverOptions, TorchRng};
+//! use schedule::SchedulerConfig;
+//! use tch::{Device, Kind, Tensor};
+//!
+//! let config = SchedulerConfig::load("ddpm-cifar10-32/scheduler/scheduler_config.json")?;
+//! let unet = unet::UNet::load("ddpm-cifar10-32", Device::Cpu)?;
+//! let mut solver = by_name("dpm++2m", &config, 20, &SolverOptions::default())?;
+//! let x_t = Tensor::randn([4, 3, 32, 32], (Kind::Float, Device::Cpu));
+//! let model = |x: &Tensor, t: &Tensor, c: Option<&Tensor>| Ok(unet.forward(x, t, c)?);
+//! let x0 = sample(&model, solver.as_mut(), &x_t, &Conditioning::default(), &mut TorchRng, &mut |_| {})?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod cli;
+mod common;
+pub mod ddim;
+pub mod ddpm;
+pub mod dpm_solver;
+mod error;
+pub mod euler;
+pub mod euler_ancestral;
+pub mod heun;
+pub mod noise;
+pub mod sample;
+pub mod solver;
+pub mod trajectory;
+
+pub use common::{threshold_sample, X0Processing};
+pub use error::{Error, Result};
+pub use noise::{NoiseSource, ReplayNoise, TorchRng};
+pub use sample::{sample, Conditioning, Model, StepInfo};
+pub use solver::{by_name, Solver, SolverOptions, StepIndex, StepOutput, SOLVER_NAMES};

@@ -1,6 +1,28 @@
-//! The diffusion training loop.
+//! The diffusion training loop: the main job of LMZH.
 //!
-//! Status: skeleton. This crate will hold the training loop (objectives, AdamW
-//! with checkpointable state, EMA, mixed precision), checkpoints with exact
-//! resume, the run directory with metrics and sample grids, and the config
-//! with presets. The `trainer` binary reports that it is not available yet.
+//! `cargo run -p trainer` (or `lmzh train`) with no arguments trains a small
+//! class-conditional U-Net on the bundled digits and leaves a run directory
+//! with samples, metrics, checkpoints and a diffusers export:
+//!
+//! - [`config`]: [`TrainConfig`], every knob, as TOML, with presets;
+//! - [`train`]: the loop (objective, label dropout, guards, Ctrl-C);
+//! - [`optim`]: AdamW with checkpointable state, clipping, LR schedule;
+//! - [`ema`]: the weight average used for sampling and export;
+//! - [`checkpoint`]: one safetensors file with the whole training state;
+//! - [`run_dir`]: the run folder, metrics and the diffusers export;
+//! - [`args`]: the command line shared by `trainer` and `lmzh train`.
+
+pub mod args;
+pub mod checkpoint;
+pub mod config;
+pub mod ema;
+mod error;
+pub mod optim;
+mod plot;
+mod preview;
+pub mod run_dir;
+pub mod train;
+
+pub use config::TrainConfig;
+pub use error::{Error, Result};
+pub use train::{train, Summary, TrainOptions};

@@ -1,0 +1,13 @@
+//! `lmzh train`: the `trainer` binary's command line, as a subcommand.
+
+use std::process::ExitCode;
+
+pub use trainer::args::Args;
+
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let interrupt = trainer::args::interrupt_flag();
+    if let Some(summary) = args.run(interrupt)? {
+        trainer::args::report(&summary);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,234 @@
+//! DDIM (Song et al. 2021), diffusers' `DDIMScheduler`: a deterministic
+//! step at `eta = 0`, with `eta > 0` a stochastic one whose noise has
+//! eta² times the DDPM posterior variance.
+//!
+//! With a = alpha_bar_t, a' = alpha_bar_{t'} at the previous timestep
+//! t' = t - T / steps (diffusers uses this t' for every spacing; below 0 it
+//! is `final_alpha_cumprod`: 1 with `set_alpha_to_one`, else alpha_bar_0):
+//!
+//! x_{t'} = sqrt(a') x̂_0 + sqrt(1 - a' - σ²) ε̂ + σ z,
+//! σ = eta sqrt((1 - a') / (1 - a) (1 - a / a')),
+//!
+//! where x̂_0 is clipped or thresholded and ε̂ is the unclipped noise
+//! prediction (diffusers' `use_clipped_model_output = False`).
+//!
+//! Config keys: `num_train_timesteps`, `beta_*`, `trained_betas`,
+//! `clip_sample` (default true), `clip_sample_range`, `set_alpha_to_one`
+//! (default true), `steps_offset`, `prediction_type`, `thresholding`,
+//! `dynamic_thresholding_ratio`, `sample_max_value`, `timestep_spacing`
+//! (default `leading`), `rescale_betas_zero_snr`.
+
+use schedule::{PredictionType, SchedulerConfig, TimestepSpacing};
+use tch::{Kind, Tensor};
+
+use crate::common::{
+    check_steps, coef, indices, per, spaced_timesteps, Keys, Tables, X0Processing,
+};
+use crate::noise::NoiseSource;
+use crate::solver::{Solver, StepIndex, StepOutput};
+use crate::{Error, Result};
+
+/// diffusers' `DDIMScheduler`.
+#[derive(Debug)]
+pub struct Ddim {
+    tables: Tables,
+    timesteps: Vec<f64>,
+    step_ratio: i64,
+    prediction: PredictionType,
+    x0: X0Processing,
+    final_alpha_cumprod: f64,
+    eta: f64,
+}
+
+impl Ddim {
+    /// DDIM over `steps` steps as `DDIMScheduler.from_config(config)` with
+    /// `set_timesteps(steps)`, stepping with `eta`.
+    pub fn new(config: &SchedulerConfig, steps: usize, eta: f64) -> Result<Self> {
+        let keys = Keys::new(config);
+        let tables = Tables::new(
+            config,
+            keys.typed("beta_start", config.beta_start, 0.0001),
+            keys.typed("beta_end", config.beta_end, 0.02),
+            keys.typed(
+                "rescale_betas_zero_snr",
+                config.rescale_betas_zero_snr,
+                false,
+            ),
+        )?;
+        let train = tables.num_train_timesteps();
+        check_steps(steps, train)?;
+        let spacing = keys.typed(
+            "timestep_spacing",
+            config.timestep_spacing,
+            TimestepSpacing::Leading,
+        );
+        let offset = keys.typed("steps_offset", config.steps_offset, 0);
+        let timesteps = spaced_timesteps(spacing, train, steps, offset, true);
+        check_timesteps(&timesteps, train)?;
+        let final_alpha_cumprod = if keys.bool("set_alpha_to_one", true)? {
+            1.0
+        } else {
+            tables.alphas_cumprod[0]
+        };
+        Ok(Ddim {
+            step_ratio: (train / steps) as i64,
+            prediction: keys.typed(
+                "prediction_type",
+                config.prediction_type,
+                PredictionType::Epsilon,
+            ),
+            x0: X0Processing::from_keys(keys, config, true),
+            final_alpha_cumprod,
+            eta,
+            tables,
+            timesteps,
+        })
+    }
+
+    /// The training schedule.
+    pub fn schedule(&self) -> &schedule::Schedule {
+        &self.tables.schedule
+    }
+
+    fn alpha_bar(&self, t: i64) -> f64 {
+        if t >= 0 {
+            self.tables.alphas_cumprod[t as usize]
+        } else {
+            self.final_alpha_cumprod
+        }
+    }
+}
+
+/// Every timestep must index the training schedule (a large `steps_offset`
+/// can push the first one past it).
+pub(crate) fn check_timesteps(ts: &[f64], train: usize) -> Result<()> {
+    if let Some(t) = ts.iter().find(|&&t| t < 0.0 || t > (train - 1) as f64) {
+        return Err(Error::config(
+            "steps_offset",
+            format!("it makes timestep {t}, outside the {train} training timesteps"),
+        ));
+    }
+    Ok(())
+}
+
+/// x̂_0 and ε̂ from a model output, with a = alpha_bar_t per sample.
+pub(crate) fn x0_and_eps(
+    prediction: PredictionType,
+    out: &Tensor,
+    x: &Tensor,
+    a: &[f64],
+) -> Result<(Tensor, Tensor)> {
+    let sa = coef(&per_vals(a, f64::sqrt), x)?;
+    let sb = coef(&per_vals(a, |a| (1.0 - a).sqrt()), x)?;
+    Ok(match prediction {
+        PredictionType::Epsilon => ((x - &sb * out) / &sa, out.shallow_clone()),
+        PredictionType::Sample => (out.shallow_clone(), (x - &sa * out) / &sb),
+        PredictionType::VPrediction => (&sa * x - &sb * out, &sa * out + &sb * x),
+    })
+}
+
+pub(crate) fn per_vals(v: &[f64], f: impl Fn(f64) -> f64) -> Vec<f64> {
+    v.iter().map(|&x| f(x)).collect()
+}
+
+impl Solver for Ddim {
+    fn name(&self) -> &'static str {
+        "ddim"
+    }
+
+    fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
+
+    fn timestep_kind(&self) -> Kind {
+        Kind::Int64
+    }
+
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
+
+    fn scale_model_input(&self, x: &Tensor, i: StepIndex<'_>) -> Result<Tensor> {
+        indices(i, x.size()[0], self.timesteps.len())?;
+        Ok(x.shallow_clone())
+    }
+
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        i: StepIndex<'_>,
+        x: &Tensor,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<StepOutput> {
+        let idx = indices(i, x.size()[0], self.timesteps.len())?;
+        let t: Vec<i64> = idx.iter().map(|&k| self.timesteps[k] as i64).collect();
+        let a = per(&idx, |k| self.alpha_bar(self.timesteps[k] as i64));
+        let a_prev: Vec<f64> = t
+            .iter()
+            .map(|&t| self.alpha_bar(t - self.step_ratio))
+            .collect();
+        let (x0, eps) = x0_and_eps(self.prediction, model_output, x, &a)?;
+        let x0 = self.x0.apply(x0)?;
+        let std: Vec<f64> = a
+            .iter()
+            .zip(&a_prev)
+            .map(|(&a, &ap)| {
+                let variance = (1.0 - ap) / (1.0 - a) * (1.0 - a / ap);
+                self.eta * variance.sqrt()
+            })
+            .collect();
+        let c_x0 = coef(&per_vals(&a_prev, f64::sqrt), x)?;
+        let dir: Vec<f64> = a_prev
+            .iter()
+            .zip(&std)
+            .map(|(&ap, &s)| (1.0 - ap - s * s).sqrt())
+            .collect();
+        let mut prev = &c_x0 * &x0 + coef(&dir, x)? * &eps;
+        if self.eta > 0.0 {
+            let z = noise.randn(
+                &model_output.size(),
+                model_output.kind(),
+                model_output.device(),
+            )?;
+            prev += coef(&std, x)? * z;
+        }
+        Ok(StepOutput {
+            prev_sample: prev,
+            pred_original_sample: x0,
+        })
+    }
+
+    fn reset(&mut self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::noise::TorchRng;
+    use tch::Device;
+
+    #[test]
+    fn per_sample_steps_equal_separate_steps() {
+        let cfg = SchedulerConfig::default();
+        let mut s = Ddim::new(&cfg, 10, 0.0).unwrap();
+        let x = Tensor::randn([2, 1, 4, 4], (Kind::Float, Device::Cpu));
+        let out = x.tanh() * 0.5;
+        let both = s
+            .step(&out, StepIndex::PerSample(&[2, 7]), &x, &mut TorchRng)
+            .unwrap()
+            .prev_sample;
+        for (k, i) in [(0, 2), (1, 7)] {
+            let one = s
+                .step(
+                    &out.narrow(0, k, 1),
+                    StepIndex::Batch(i),
+                    &x.narrow(0, k, 1),
+                    &mut TorchRng,
+                )
+                .unwrap()
+                .prev_sample;
+            let diff = (one - both.narrow(0, k, 1)).abs().max().double_value(&[]);
+            assert!(diff < 1e-6, "sample {k}: {diff}");
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! The command line of `trainer` and `lmzh train`.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crate::config::TrainConfig;
+use crate::train::{resolve_resume, train, Summary, TrainOptions};
+use crate::Result;
+
+/// Train a diffusion model. With no arguments: the `default` preset (the
+/// bundled digits, about ten minutes on a 2-core CPU), into `runs/<name>/`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// A TOML config file (see `--print-config` for every key).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Start from a preset: default, fashion-mnist, cifar10.
+    #[arg(long, default_value = "default", conflicts_with = "config")]
+    pub preset: String,
+    /// Continue a run: a checkpoint file, a run folder, or `latest`.
+    #[arg(long, value_name = "CHECKPOINT|RUN_DIR|latest")]
+    pub resume: Option<String>,
+    /// Run name (folder under --runs-dir).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Where runs go.
+    #[arg(long, value_name = "DIR")]
+    pub runs_dir: Option<PathBuf>,
+    /// Training steps (on --resume: the new total).
+    #[arg(long)]
+    pub steps: Option<u64>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Data source: digits, fashion-mnist, mnist, cifar10, a folder, idx:IMAGES[,LABELS].
+    #[arg(long, value_name = "SPEC")]
+    pub data: Option<String>,
+    /// auto, cpu, cuda, cuda:N.
+    #[arg(long)]
+    pub device: Option<String>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Any setting as KEY=VALUE, e.g. `--set optim.warmup_steps=200` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Stop with a checkpoint after this step (the schedule still runs to --steps).
+    #[arg(long, value_name = "STEP")]
+    pub stop_after: Option<u64>,
+    /// Print the resolved config as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl Args {
+    /// The config these arguments describe.
+    pub fn resolve_config(&self) -> Result<TrainConfig> {
+        let mut c = match &self.config {
+            Some(path) => TrainConfig::load(path)?,
+            None => TrainConfig::preset(&self.preset)?,
+        };
+        if c.name.is_empty() && self.config.is_none() {
+            c.name = crate::run_dir::timestamped(&self.preset);
+        }
+        let quoted = |s: &str| format!("{s:?}");
+        let mut sets: Vec<String> = Vec::new();
+        if let Some(v) = &self.name {
+            sets.push(format!("name={}", quoted(v)));
+        }
+        if let Some(v) = &self.runs_dir {
+            sets.push(format!("runs_dir={}", quoted(&v.display().to_string())));
+        }
+        if let Some(v) = self.steps {
+            sets.push(format!("steps={v}"));
+        }
+        if let Some(v) = self.batch_size {
+            sets.push(format!("batch_size={v}"));
+        }
+        if let Some(v) = self.lr {
+            sets.push(format!("optim.learning_rate={v:e}"));
+        }
+        if let Some(v) = &self.data {
+            sets.push(format!("data.source={}", quoted(v)));
+        }
+        if let Some(v) = &self.device {
+            sets.push(format!("device={}", quoted(v)));
+        }
+        if let Some(v) = self.seed {
+            sets.push(format!("seed={v}"));
+        }
+        sets.extend(self.set.iter().cloned());
+        for s in &sets {
+            c.set(s)?;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Runs the command; `interrupt` is set by a Ctrl-C handler.
+    pub fn run(&self, interrupt: Arc<AtomicBool>) -> Result<Option<Summary>> {
+        let config = self.resolve_config()?;
+        if self.print_config {
+            print!("{}", config.to_toml());
+            return Ok(None);
+        }
+        let resume = self
+            .resume
+            .as_deref()
+            .map(|r| resolve_resume(r, &config.runs_dir))
+            .transpose()?;
+        let opts = TrainOptions {
+            resume,
+            stop_after: self.stop_after,
+            progress: !self.quiet,
+            interrupt: Some(interrupt),
+            inject_nan_at: None,
+            steps: self.steps,
+        };
+        train(config, &opts).map(Some)
+    }
+}
+
+/// Installs a Ctrl-C handler for a training binary and returns its flag:
+/// the first Ctrl-C asks the loop to stop after the current step and write a
+/// checkpoint; a second one exits at once.
+pub fn interrupt_flag() -> Arc<AtomicBool> {
+    use std::sync::atomic::Ordering;
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&interrupt);
+    let handler = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this step and writing a checkpoint (Ctrl-C again to abort)");
+    });
+    if let Err(e) = handler {
+        tracing::warn!("no Ctrl-C handler: {e}");
+    }
+    interrupt
+}
+
+/// Prints what a finished run left behind.
+pub fn report(s: &Summary) {
+    let loss = s
+        .last_loss
+        .map(|l| format!("{l:.4}"))
+        .unwrap_or_else(|| "n/a".into());
+    if s.interrupted {
+        println!("interrupted at step {}: checkpoint written", s.steps);
+    }
+    println!(
+        "trained {} steps, last loss {loss}, {:.0} img/s, {} skipped step(s), {} unreadable file(s)",
+        s.steps, s.images_per_second, s.skipped_steps, s.skipped_files
+    );
+    println!("run folder: {}", s.run_dir.display());
+    println!("  samples:  {}", s.run_dir.join("samples").display());
+    println!(
+        "  sample more: cargo run --release -p sampler -- --model {}",
+        s.run_dir.display()
+    );
+}

@@ -1,0 +1,496 @@
+//! The training config: every knob of a run, as TOML, with named presets and
+//! command-line overrides. A run writes its fully resolved config to
+//! `runs/<name>/config.toml` before step 0; `--config` reads such a file back.
+
+use std::path::{Path, PathBuf};
+
+use data_pipeline::loader::LoaderConfig;
+use data_pipeline::preprocess::Preprocess;
+use data_pipeline::source::SourceSpec;
+use schedule::{BetaSchedule, LossWeighting, PredictionType, SchedulerConfig};
+use serde::{Deserialize, Serialize};
+use tensor::DeviceSpec;
+use unet::UNetConfig;
+
+use crate::ema::EmaConfig;
+use crate::optim::OptimConfig;
+use crate::{Error, Result};
+
+/// A whole training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Run name: the folder `runs_dir/<name>`. Empty: preset name and a timestamp.
+    pub name: String,
+    pub runs_dir: PathBuf,
+    pub seed: u64,
+    pub device: DeviceSpec,
+    /// Optimiser steps.
+    pub steps: u64,
+    pub batch_size: usize,
+    /// Micro-batches accumulated per optimiser step.
+    pub grad_accum: usize,
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub noise: NoiseConfig,
+    pub optim: OptimConfig,
+    pub ema: EmaConfig,
+    pub log: LogConfig,
+}
+
+/// What the model learns from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    pub source: SourceSpec,
+    pub preprocess: Preprocess,
+    /// Stop on an unreadable image instead of skipping it.
+    pub strict: bool,
+    pub prefetch: usize,
+}
+
+/// The U-Net: a preset and the knobs people change most.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// `small-grey-28`, `small-grey-32`, `ddpm-cifar10` or `tiny`; sample
+    /// size and channels always follow the data.
+    pub preset: String,
+    pub block_out_channels: Vec<i64>,
+    pub layers_per_block: i64,
+    pub down_block_types: Vec<String>,
+    pub up_block_types: Vec<String>,
+    pub attention_head_dim: i64,
+    pub norm_num_groups: i64,
+    pub dropout: f64,
+    /// `default` or `scale_shift`.
+    pub resnet_time_scale_shift: String,
+    /// Condition on the data's class labels (one extra null label for
+    /// classifier-free guidance).
+    pub class_conditional: bool,
+    /// Probability of replacing a label by the null label while training.
+    pub label_dropout: f64,
+}
+
+/// The forward process and the objective.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NoiseConfig {
+    pub num_train_timesteps: usize,
+    pub beta_schedule: BetaSchedule,
+    pub beta_start: f64,
+    pub beta_end: f64,
+    pub prediction_type: PredictionType,
+    pub loss_weighting: LossWeighting,
+    /// Offset noise strength (0 disables).
+    pub offset_noise: f64,
+}
+
+/// Logging, samples and checkpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Write a line to metrics.jsonl every this many steps.
+    pub every: u64,
+    /// Sample a grid from fixed noise every this many steps (0: only at the end).
+    pub sample_every: u64,
+    pub sample_images: usize,
+    pub sampler: String,
+    pub sample_steps: usize,
+    pub guidance_scale: f64,
+    /// Write a checkpoint every this many steps (0: only at the end).
+    pub checkpoint_every: u64,
+    pub keep_checkpoints: usize,
+    /// Stop after this many consecutive non-finite steps.
+    pub max_bad_steps: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig::preset("default").expect("the default preset exists")
+    }
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            source: SourceSpec::Digits,
+            preprocess: Preprocess::default(),
+            strict: false,
+            prefetch: 4,
+        }
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig::from_preset("small-grey-28").expect("preset exists")
+    }
+}
+
+impl Default for NoiseConfig {
+    fn default() -> Self {
+        NoiseConfig {
+            num_train_timesteps: 1000,
+            beta_schedule: BetaSchedule::SquaredcosCapV2,
+            beta_start: 1e-4,
+            beta_end: 0.02,
+            prediction_type: PredictionType::Epsilon,
+            loss_weighting: LossWeighting::Uniform,
+            offset_noise: 0.0,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            every: 10,
+            sample_every: 250,
+            sample_images: 40,
+            sampler: "dpm++2m".into(),
+            sample_steps: 25,
+            guidance_scale: 2.0,
+            checkpoint_every: 250,
+            keep_checkpoints: 2,
+            max_bad_steps: 10,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// The knobs of a U-Net preset.
+    pub fn from_preset(preset: &str) -> Result<Self> {
+        let u = UNetConfig::preset(preset)?;
+        Ok(ModelConfig {
+            preset: preset.to_string(),
+            block_out_channels: u.block_out_channels,
+            layers_per_block: u.layers_per_block,
+            down_block_types: u.down_block_types,
+            up_block_types: u.up_block_types,
+            attention_head_dim: u.attention_head_dim.unwrap_or(8),
+            norm_num_groups: u.norm_num_groups,
+            dropout: u.dropout,
+            resnet_time_scale_shift: u.resnet_time_scale_shift,
+            class_conditional: false,
+            label_dropout: 0.1,
+        })
+    }
+
+    /// The full U-Net config for images of `channels` x `size` x `size` and
+    /// `num_classes` classes (used when class-conditional).
+    pub fn unet_config(&self, channels: i64, size: i64, num_classes: usize) -> Result<UNetConfig> {
+        let mut u = UNetConfig::preset(&self.preset)?;
+        u.sample_size = Some(unet::config::SampleSize::Square(size));
+        u.in_channels = channels;
+        u.out_channels = channels;
+        u.block_out_channels = self.block_out_channels.clone();
+        u.layers_per_block = self.layers_per_block;
+        u.down_block_types = self.down_block_types.clone();
+        u.up_block_types = self.up_block_types.clone();
+        u.attention_head_dim = Some(self.attention_head_dim);
+        u.norm_num_groups = self.norm_num_groups;
+        u.dropout = self.dropout;
+        u.resnet_time_scale_shift = self.resnet_time_scale_shift.clone();
+        if self.class_conditional {
+            if num_classes == 0 {
+                return Err(Error::Setting {
+                    key: "model.class_conditional".into(),
+                    reason: "the data source has no class labels; set it to false".into(),
+                });
+            }
+            u.num_class_embeds = Some(num_classes as i64 + 1);
+        }
+        u.validate()?;
+        Ok(u)
+    }
+}
+
+impl NoiseConfig {
+    /// The scheduler config (diffusers' `DDPMScheduler` keys) of this run.
+    pub fn scheduler_config(&self) -> SchedulerConfig {
+        SchedulerConfig {
+            num_train_timesteps: self.num_train_timesteps,
+            beta_schedule: self.beta_schedule,
+            beta_start: self.beta_start,
+            beta_end: self.beta_end,
+            prediction_type: self.prediction_type,
+            ..SchedulerConfig::default()
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The names [`TrainConfig::preset`] accepts.
+    pub const PRESETS: &'static [&'static str] = &["default", "fashion-mnist", "cifar10"];
+
+    /// A named preset.
+    ///
+    /// - `default`: the bundled digits, class-conditional, sized to train on a
+    ///   2-core laptop CPU in about ten minutes.
+    /// - `fashion-mnist`: full Fashion-MNIST (`cargo xtask data fashion-mnist`).
+    /// - `cifar10`: CIFAR-10 with the DDPM paper's model (Ho et al. 2020:
+    ///   lr 2e-4, batch 128, warm-up 5000, dropout 0.1, random flips); a GPU job.
+    pub fn preset(name: &str) -> Result<Self> {
+        let base = TrainConfig {
+            name: String::new(),
+            runs_dir: PathBuf::from("runs"),
+            seed: 0,
+            device: DeviceSpec::Auto,
+            steps: 1500,
+            batch_size: 64,
+            grad_accum: 1,
+            data: DataConfig::default(),
+            model: ModelConfig {
+                class_conditional: true,
+                ..ModelConfig::from_preset("small-grey-28")?
+            },
+            noise: NoiseConfig::default(),
+            optim: OptimConfig {
+                learning_rate: 2e-3,
+                warmup_steps: 100,
+                ..OptimConfig::default()
+            },
+            ema: EmaConfig::default(),
+            log: LogConfig::default(),
+        };
+        Ok(match name {
+            "default" => base,
+            "fashion-mnist" => TrainConfig {
+                steps: 20_000,
+                batch_size: 128,
+                data: DataConfig {
+                    source: SourceSpec::FashionMnist(data_pipeline::source::Split::Train),
+                    ..DataConfig::default()
+                },
+                optim: OptimConfig {
+                    learning_rate: 1e-3,
+                    warmup_steps: 500,
+                    ..OptimConfig::default()
+                },
+                ema: EmaConfig {
+                    max_decay: 0.9999,
+                    ..EmaConfig::default()
+                },
+                log: LogConfig {
+                    sample_every: 1000,
+                    checkpoint_every: 1000,
+                    ..LogConfig::default()
+                },
+                ..base
+            },
+            "cifar10" => TrainConfig {
+                steps: 800_000,
+                batch_size: 128,
+                data: DataConfig {
+                    source: SourceSpec::Cifar10 {
+                        dir: None,
+                        split: data_pipeline::source::Split::Train,
+                    },
+                    preprocess: Preprocess {
+                        random_flip: true,
+                        ..Preprocess::default()
+                    },
+                    ..DataConfig::default()
+                },
+                model: ModelConfig {
+                    dropout: 0.1,
+                    class_conditional: false,
+                    ..ModelConfig::from_preset("ddpm-cifar10")?
+                },
+                noise: NoiseConfig {
+                    beta_schedule: BetaSchedule::Linear,
+                    ..NoiseConfig::default()
+                },
+                optim: OptimConfig {
+                    learning_rate: 2e-4,
+                    warmup_steps: 5000,
+                    weight_decay: 0.0,
+                    decay: crate::optim::Decay::Constant,
+                    ..OptimConfig::default()
+                },
+                ema: EmaConfig {
+                    max_decay: 0.9999,
+                    ..EmaConfig::default()
+                },
+                log: LogConfig {
+                    sample_every: 10_000,
+                    checkpoint_every: 10_000,
+                    guidance_scale: 1.0,
+                    ..LogConfig::default()
+                },
+                ..base
+            },
+            other => {
+                return Err(Error::Setting {
+                    key: "--preset".into(),
+                    reason: format!(
+                        "unknown preset {other:?}; expected one of {}",
+                        Self::PRESETS.join(", ")
+                    ),
+                })
+            }
+        })
+    }
+
+    /// Reads a TOML config file; missing keys take the `default` preset's values.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        toml::from_str(&text).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The config as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("every field is representable in TOML")
+    }
+
+    /// Applies one `key=value` override, e.g. `optim.learning_rate=1e-3` or
+    /// `data.source="fashion-mnist"` (the value is TOML; bare words are strings).
+    pub fn set(&mut self, assignment: &str) -> Result<()> {
+        let (key, value) = assignment.split_once('=').ok_or_else(|| Error::Setting {
+            key: assignment.to_string(),
+            reason: "expected KEY=VALUE, e.g. optim.learning_rate=1e-3".into(),
+        })?;
+        let (key, value) = (key.trim(), value.trim());
+        let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.to_string()));
+        let mut doc = toml::Value::try_from(&*self).map_err(|e| Error::Setting {
+            key: key.to_string(),
+            reason: e.to_string(),
+        })?;
+        let no_such = || Error::Setting {
+            key: key.to_string(),
+            reason: "no such setting".into(),
+        };
+        let parts: Vec<&str> = key.split('.').collect();
+        let (leaf, path) = parts.split_last().ok_or_else(no_such)?;
+        let mut table = doc.as_table_mut().ok_or_else(no_such)?;
+        for part in path {
+            table = table
+                .get_mut(*part)
+                .and_then(toml::Value::as_table_mut)
+                .ok_or_else(no_such)?;
+        }
+        // An unset optional key is absent from the document: insert it, and let
+        // deserialisation (which denies unknown fields) reject a typo.
+        let known = table.contains_key(*leaf);
+        table.insert((*leaf).to_string(), parsed);
+        *self = doc
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::Setting {
+                key: key.to_string(),
+                reason: if known {
+                    e.message().to_string()
+                } else {
+                    "no such setting".into()
+                },
+            })?;
+        Ok(())
+    }
+
+    /// Checks the settings serde cannot.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, reason: &str| {
+            Err(Error::Setting {
+                key: key.into(),
+                reason: reason.into(),
+            })
+        };
+        if self.steps == 0 {
+            return bad("steps", "must be at least 1");
+        }
+        if self.batch_size == 0 || self.grad_accum == 0 {
+            return bad("batch_size/grad_accum", "must be at least 1");
+        }
+        if !(0.0..1.0).contains(&self.model.label_dropout) {
+            return bad("model.label_dropout", "must lie in [0, 1)");
+        }
+        if self.noise.num_train_timesteps < 2 {
+            return bad("noise.num_train_timesteps", "must be at least 2");
+        }
+        self.optim.validate()?;
+        self.data.preprocess.validate()?;
+        Ok(())
+    }
+
+    /// Loader settings for this run.
+    pub fn loader(&self) -> LoaderConfig {
+        LoaderConfig {
+            batch_size: self.batch_size,
+            seed: tensor::seed::derive_seed(self.seed, "data"),
+            shuffle: true,
+            drop_last: true,
+            prefetch: self.data.prefetch,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_round_trip_through_toml() {
+        for name in TrainConfig::PRESETS {
+            let c = TrainConfig::preset(name).unwrap();
+            c.validate().unwrap();
+            let back: TrainConfig = toml::from_str(&c.to_toml()).unwrap();
+            assert_eq!(back, c, "{name}");
+        }
+    }
+
+    #[test]
+    fn overrides_reach_nested_keys_and_name_bad_ones() {
+        let mut c = TrainConfig::default();
+        c.set("optim.learning_rate=3e-4").unwrap();
+        c.set("data.source=fashion-mnist:test").unwrap();
+        c.set("steps = 7").unwrap();
+        c.set("data.preprocess.resolution=8").unwrap();
+        assert_eq!(c.data.preprocess.resolution, Some(8));
+        assert_eq!(c.optim.learning_rate, 3e-4);
+        assert_eq!(c.data.source.to_string(), "fashion-mnist:test");
+        assert_eq!(c.steps, 7);
+        let err = c.set("optim.learnig_rate=1").unwrap_err().to_string();
+        assert!(
+            err.contains("optim.learnig_rate") && err.contains("no such setting"),
+            "{err}"
+        );
+        let err = c.set("steps=many").unwrap_err().to_string();
+        assert!(err.contains("steps"), "{err}");
+    }
+
+    #[test]
+    fn a_partial_file_fills_in_defaults_and_typos_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("train.toml");
+        std::fs::write(&p, "steps = 10\n[optim]\nlearning_rate = 0.01\n").unwrap();
+        let c = TrainConfig::load(&p).unwrap();
+        assert_eq!(
+            (c.steps, c.optim.learning_rate, c.batch_size),
+            (10, 0.01, 64)
+        );
+        std::fs::write(&p, "stpes = 10\n").unwrap();
+        let err = TrainConfig::load(&p).unwrap_err().to_string();
+        assert!(err.contains("train.toml") && err.contains("stpes"), "{err}");
+    }
+
+    #[test]
+    fn class_conditioning_adds_a_null_label() {
+        let m = ModelConfig {
+            class_conditional: true,
+            ..ModelConfig::default()
+        };
+        let u = m.unet_config(1, 28, 10).unwrap();
+        assert_eq!(u.num_class_embeds, Some(11));
+        assert!(m
+            .unet_config(1, 28, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("no class labels"));
+    }
+}

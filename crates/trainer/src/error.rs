@@ -1,0 +1,63 @@
+//! The error type of the `trainer` crate.
+
+use std::path::PathBuf;
+
+/// Everything that can stop a training run. Messages name the file, field or
+/// flag at fault and what was expected.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path}: invalid training config: {reason}")]
+    Config { path: PathBuf, reason: String },
+
+    #[error("invalid setting {key}: {reason}")]
+    Setting { key: String, reason: String },
+
+    #[error("{path}: not a training checkpoint: {reason}")]
+    Checkpoint { path: PathBuf, reason: String },
+
+    #[error("no checkpoint to resume from in {0}")]
+    NothingToResume(PathBuf),
+
+    #[error(
+        "{count} consecutive steps had a non-finite loss or gradient (last at step {step}); \
+         stopped with the last good checkpoint intact"
+    )]
+    Diverged { count: usize, step: u64 },
+
+    #[error(transparent)]
+    Tensor(#[from] tensor::Error),
+
+    #[error(transparent)]
+    Schedule(#[from] schedule::Error),
+
+    #[error(transparent)]
+    UNet(#[from] unet::Error),
+
+    #[error(transparent)]
+    Data(#[from] data_pipeline::Error),
+
+    #[error(transparent)]
+    Sampler(#[from] sampler::Error),
+
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+}
+
+/// Result alias of the `trainer` crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

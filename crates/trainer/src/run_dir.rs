@@ -1,0 +1,194 @@
+//! The run directory `runs/<name>/` and what goes in it:
+//!
+//! - `config.toml`: the resolved config, written before step 0;
+//! - `run.json`: what sampling needs besides the model (class names, the
+//!   null label, preprocessing);
+//! - `metrics.jsonl`: one JSON object per logged step;
+//! - `loss.png`: the loss curve, redrawn as training goes;
+//! - `samples/step-XXXXXX.png`: grids sampled from fixed noise;
+//! - `checkpoints/step-XXXXXX.safetensors`: full training state;
+//! - `model_index.json`, `unet/`, `scheduler/`: a diffusers `DDPMPipeline`
+//!   export of the EMA model, which `sampler --model RUN_DIR` and diffusers
+//!   both load.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use data_pipeline::preprocess::Preprocess;
+use schedule::SchedulerConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The diffusers version whose file layout the export follows.
+pub const DIFFUSERS_VERSION: &str = "0.42.1";
+
+/// `run.json`: the sampling-time facts about a run's data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// Class names by label; empty for unconditional models.
+    pub class_names: Vec<String>,
+    /// The label that means "no class" (classifier-free guidance), if any.
+    pub null_label: Option<i64>,
+    /// The preprocessing the model was trained with.
+    pub preprocess: Preprocess,
+    /// The data source it was trained on.
+    pub source: String,
+}
+
+/// Paths inside a run directory.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    pub root: PathBuf,
+}
+
+impl RunDir {
+    /// Creates the folders of a run.
+    pub fn create(root: PathBuf) -> Result<Self> {
+        for sub in ["samples", "checkpoints"] {
+            let p = root.join(sub);
+            std::fs::create_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+        }
+        Ok(RunDir { root })
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+    pub fn metrics(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+    pub fn checkpoints(&self) -> PathBuf {
+        self.root.join("checkpoints")
+    }
+    pub fn samples(&self) -> PathBuf {
+        self.root.join("samples")
+    }
+    pub fn loss_plot(&self) -> PathBuf {
+        self.root.join("loss.png")
+    }
+
+    /// Writes `run.json`.
+    pub fn write_info(&self, info: &RunInfo) -> Result<()> {
+        let text = serde_json::to_string_pretty(info).expect("serialisable");
+        tensor::fs::write_bytes_atomic(&self.root.join("run.json"), text.as_bytes())?;
+        Ok(())
+    }
+
+    /// Writes `model_index.json` and `scheduler/scheduler_config.json` of the
+    /// diffusers export (the `unet/` folder is written by the U-Net itself).
+    pub fn write_pipeline_files(&self, scheduler: &SchedulerConfig) -> Result<()> {
+        let index = serde_json::json!({
+            "_class_name": "DDPMPipeline",
+            "_diffusers_version": DIFFUSERS_VERSION,
+            "scheduler": ["diffusers", "DDPMScheduler"],
+            "unet": ["diffusers", "UNet2DModel"],
+        });
+        let text = serde_json::to_string_pretty(&index).expect("serialisable");
+        tensor::fs::write_bytes_atomic(&self.root.join("model_index.json"), text.as_bytes())?;
+        let dir = self.root.join("scheduler");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let mut cfg = scheduler.clone();
+        cfg.extra
+            .insert("_class_name".into(), "DDPMScheduler".into());
+        cfg.extra
+            .insert("_diffusers_version".into(), DIFFUSERS_VERSION.into());
+        cfg.save(dir.join("scheduler_config.json"))?;
+        Ok(())
+    }
+}
+
+/// Reads the (step, loss) pairs of `metrics.jsonl`.
+pub fn read_losses(path: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| Some((v.get("step")?.as_u64()?, v.get("loss")?.as_f64()?)))
+        .collect()
+}
+
+/// Keeps only the lines of `metrics.jsonl` up to `step` (on resume, the
+/// lines a crashed run wrote after its last checkpoint are dropped).
+pub fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v.get("step")?.as_u64())
+                .is_some_and(|s| s <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    tensor::fs::write_bytes_atomic(path, kept.as_bytes())?;
+    Ok(())
+}
+
+/// Appends one JSON line to `metrics.jsonl`.
+pub fn append_metrics(path: &Path, value: &serde_json::Value) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    writeln!(f, "{value}").map_err(|e| Error::io(path, e))
+}
+
+/// A run name from the current UTC time: `default-20261123-071502`.
+pub fn timestamped(prefix: &str) -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // civil-from-days (Howard Hinnant's algorithm)
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{prefix}-{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_append_read_and_truncate() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("metrics.jsonl");
+        for step in 0..5 {
+            append_metrics(
+                &p,
+                &serde_json::json!({"step": step, "loss": step as f64 / 10.0}),
+            )
+            .unwrap();
+        }
+        assert_eq!(read_losses(&p).len(), 5);
+        truncate_metrics(&p, 2).unwrap();
+        assert_eq!(read_losses(&p), [(0, 0.0), (1, 0.1), (2, 0.2)]);
+    }
+
+    #[test]
+    fn timestamped_names_look_right() {
+        let n = timestamped("default");
+        assert!(
+            n.starts_with("default-20") && n.len() == "default-20261123-071502".len(),
+            "{n}"
+        );
+    }
+}

@@ -1,0 +1,279 @@
+//! End-to-end tests of the training loop on a tiny model and 8x8 digits.
+
+use std::path::{Path, PathBuf};
+
+use data_pipeline::preprocess::Preprocess;
+use tch::Device;
+use trainer::checkpoint;
+use trainer::config::ModelConfig;
+use trainer::{train, TrainConfig, TrainOptions};
+
+/// A run that takes a second or two: tiny U-Net, digits at 8x8, batch 8.
+fn tiny(dir: &Path, name: &str, steps: u64) -> TrainConfig {
+    let mut c = TrainConfig {
+        name: name.to_string(),
+        runs_dir: dir.to_path_buf(),
+        steps,
+        batch_size: 8,
+        device: tensor::DeviceSpec::Cpu,
+        ..TrainConfig::default()
+    };
+    c.data.preprocess = Preprocess {
+        resolution: Some(8),
+        ..Preprocess::default()
+    };
+    c.model = ModelConfig {
+        class_conditional: true,
+        ..ModelConfig::from_preset("tiny").unwrap()
+    };
+    c.optim.learning_rate = 3e-3;
+    c.optim.warmup_steps = 2;
+    c.log.every = 1;
+    c.log.sample_every = 0;
+    c.log.sample_images = 4;
+    c.log.sample_steps = 2;
+    c.log.sampler = "ddim".into();
+    c.log.checkpoint_every = 0;
+    c
+}
+
+fn opts() -> TrainOptions {
+    TrainOptions::default()
+}
+
+fn final_state(run: &Path) -> Vec<(String, Vec<u8>)> {
+    let (_, last) = checkpoint::list(&run.join("checkpoints"))
+        .pop()
+        .expect("a checkpoint");
+    let ck = checkpoint::load(&last, Device::Cpu).unwrap();
+    let bytes = |t: &tch::Tensor| {
+        let t = t.contiguous();
+        let mut v = vec![0u8; t.numel() * t.kind().elt_size_in_bytes()];
+        t.copy_data_u8(&mut v, t.numel());
+        v
+    };
+    let mut out = Vec::new();
+    for (prefix, map) in [("model", &ck.model), ("ema", &ck.ema), ("optim", &ck.optim)] {
+        for (k, t) in map {
+            out.push((format!("{prefix}.{k}"), bytes(t)));
+        }
+    }
+    out
+}
+
+#[test]
+fn loss_decreases_on_a_small_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = tiny(dir.path(), "learn", 120);
+    c.optim.learning_rate = 5e-3;
+    let s = train(c, &opts()).unwrap();
+    let losses = trainer::run_dir::read_losses(&s.run_dir.join("metrics.jsonl"));
+    assert_eq!(losses.len(), 120);
+    let mean = |xs: &[(u64, f64)]| xs.iter().map(|p| p.1).sum::<f64>() / xs.len() as f64;
+    let (first, last) = (mean(&losses[..20]), mean(&losses[100..]));
+    assert!(last < 0.8 * first, "loss went from {first:.3} to {last:.3}");
+    // what the run leaves behind
+    for f in [
+        "config.toml",
+        "run.json",
+        "metrics.jsonl",
+        "loss.png",
+        "model_index.json",
+    ] {
+        assert!(s.run_dir.join(f).is_file(), "{f}");
+    }
+    assert!(s.run_dir.join("samples/step-000120.png").is_file());
+    // the diffusers export loads as a U-Net
+    let unet = unet::UNet::load(&s.run_dir, Device::Cpu).unwrap();
+    assert_eq!(unet.config().num_class_embeds, Some(11));
+}
+
+#[test]
+fn resume_is_bit_identical_to_a_straight_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let straight = train(tiny(dir.path(), "straight", 8), &opts()).unwrap();
+    let first = train(
+        tiny(dir.path(), "split", 8),
+        &TrainOptions {
+            stop_after: Some(4),
+            ..opts()
+        },
+    )
+    .unwrap();
+    assert_eq!(first.steps, 4);
+    let ck: PathBuf = checkpoint::list(&first.run_dir.join("checkpoints"))
+        .pop()
+        .unwrap()
+        .1;
+    let resumed = train(
+        tiny(dir.path(), "ignored", 8),
+        &TrainOptions {
+            resume: Some(ck),
+            ..opts()
+        },
+    )
+    .unwrap();
+    assert_eq!(resumed.steps, 8);
+    assert_eq!(resumed.run_dir, first.run_dir);
+    let (a, b) = (
+        final_state(&straight.run_dir),
+        final_state(&resumed.run_dir),
+    );
+    assert_eq!(a.len(), b.len());
+    for ((na, va), (nb, vb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert!(va == vb, "{na} differs after resume");
+    }
+    // metrics of the resumed run: one line per step, no duplicates
+    let steps: Vec<u64> = trainer::run_dir::read_losses(&resumed.run_dir.join("metrics.jsonl"))
+        .iter()
+        .map(|p| p.0)
+        .collect();
+    assert_eq!(steps, (1..=8).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_nan_step_is_skipped_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = train(
+        tiny(dir.path(), "nan", 6),
+        &TrainOptions {
+            inject_nan_at: Some(3),
+            ..opts()
+        },
+    )
+    .unwrap();
+    assert_eq!((s.steps, s.skipped_steps), (6, 1));
+    let text = std::fs::read_to_string(s.run_dir.join("metrics.jsonl")).unwrap();
+    let skipped: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["skipped"] == true)
+        .collect();
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0]["step"], 3, "metrics count steps from 1");
+    assert_eq!(skipped[0]["timesteps"].as_array().unwrap().len(), 8);
+    let ck = checkpoint::load(
+        &checkpoint::list(&s.run_dir.join("checkpoints"))
+            .pop()
+            .unwrap()
+            .1,
+        Device::Cpu,
+    )
+    .unwrap();
+    assert!(ck
+        .model
+        .values()
+        .all(|t| t.isfinite().all().int64_value(&[]) == 1));
+    assert_eq!(ck.optim_step, 5, "the skipped step takes no optimiser step");
+}
+
+#[test]
+fn consecutive_failures_stop_the_run_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = tiny(dir.path(), "diverge", 6);
+    c.log.max_bad_steps = 1;
+    let err = train(
+        c,
+        &TrainOptions {
+            inject_nan_at: Some(2),
+            ..opts()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("non-finite") && err.contains("step 2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sigkill_during_saves_leaves_loadable_checkpoints() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args([
+            "--runs-dir",
+            dir.path().to_str().unwrap(),
+            "--name",
+            "killed",
+            "--steps",
+            "100000",
+            "--quiet",
+        ])
+        .args([
+            "--device",
+            "cpu",
+            "--batch-size",
+            "8",
+            "--set",
+            "model.preset=\"tiny\"",
+        ])
+        .args([
+            "--set",
+            "model.block_out_channels=[8,16]",
+            "--set",
+            "model.layers_per_block=1",
+        ])
+        .args([
+            "--set",
+            "model.down_block_types=[\"DownBlock2D\",\"AttnDownBlock2D\"]",
+        ])
+        .args([
+            "--set",
+            "model.up_block_types=[\"AttnUpBlock2D\",\"UpBlock2D\"]",
+        ])
+        .args([
+            "--set",
+            "model.attention_head_dim=8",
+            "--set",
+            "model.norm_num_groups=4",
+        ])
+        .args([
+            "--set",
+            "data.preprocess.resolution=8",
+            "--set",
+            "log.checkpoint_every=1",
+        ])
+        .args([
+            "--set",
+            "log.sample_every=0",
+            "--set",
+            "log.keep_checkpoints=3",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while checkpoint::list(&run.join("checkpoints")).len() < 2 {
+        assert!(Instant::now() < deadline, "no checkpoints appeared");
+        assert!(child.try_wait().unwrap().is_none(), "trainer exited early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // saves happen every step: a kill now lands in or near one
+    std::thread::sleep(Duration::from_millis(37));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let all = checkpoint::list(&run.join("checkpoints"));
+    assert!(!all.is_empty());
+    for (step, path) in &all {
+        let ck = checkpoint::load(path, Device::Cpu).unwrap_or_else(|e| panic!("step {step}: {e}"));
+        assert_eq!(ck.step, *step);
+    }
+    // and the run resumes from the newest one
+    let latest = all.last().unwrap().1.clone();
+    let s = train(
+        TrainConfig::default(),
+        &TrainOptions {
+            resume: Some(latest),
+            stop_after: Some(all.last().unwrap().0 + 1),
+            ..opts()
+        },
+    )
+    .unwrap();
+    assert_eq!(s.steps, all.last().unwrap().0 + 1);
+}
