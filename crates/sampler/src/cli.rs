@@ -41,9 +41,15 @@ use crate::{Error, Result};
 /// Flags of `sampler` and `lmzh sample`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// A diffusers UNet2DModel folder or pipeline folder (model_index.json, unet/, scheduler/).
+    /// A diffusers UNet2DModel folder or pipeline folder (model_index.json,
+    /// unet/, scheduler/), such as a trainer run folder [default: the newest
+    /// run under --runs-dir].
     #[arg(long, value_name = "DIR")]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
+
+    /// Where the trainer writes its runs (used when --model is not given).
+    #[arg(long, value_name = "DIR", default_value = "runs")]
+    pub runs_dir: PathBuf,
 
     /// The solver: ddpm, ddim, dpm++2m, euler, euler-a or heun.
     #[arg(long = "sampler", value_name = "NAME", default_value = "ddim")]
@@ -105,7 +111,8 @@ pub struct Args {
     pub trajectory_frames: usize,
 
     /// Class labels of a class-conditional model, comma-separated, repeated
-    /// over the images [default: 0, 1, 2, ... cycling over the classes].
+    /// over the images: numbers, or class names from the run's run.json
+    /// [default: 0, 1, 2, ... cycling over the classes].
     #[arg(long, value_name = "LIST")]
     pub labels: Option<String>,
 
@@ -234,14 +241,27 @@ fn class_labels(args: &Args, unet: &UNet, n: usize) -> Result<Option<(Tensor, Op
         )));
     }
     let given: Vec<i64> = match &args.labels {
-        Some(text) => text
-            .split(',')
-            .map(|s| {
-                s.trim()
-                    .parse::<i64>()
-                    .map_err(|_| Error::Labels(format!("{s:?} in --labels is not a whole number")))
-            })
-            .collect::<Result<_>>()?,
+        Some(text) => {
+            let names = args.model.as_deref().map(class_names).unwrap_or_default();
+            text.split(',')
+                .map(|s| {
+                    let s = s.trim();
+                    s.parse::<i64>()
+                        .ok()
+                        .or_else(|| names.iter().position(|n| n == s).map(|i| i as i64))
+                        .ok_or_else(|| {
+                            Error::Labels(format!(
+                                "{s:?} in --labels is neither a number nor a class name{}",
+                                if names.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(" ({})", names.join(", "))
+                                }
+                            ))
+                        })
+                })
+                .collect::<Result<_>>()?
+        }
         None => (0..usable).collect(),
     };
     if given.is_empty() {
@@ -278,16 +298,25 @@ pub fn run(args: &Args) -> Result<Summary> {
     if let Some(p) = &args.trajectory {
         Format::of(p)?;
     }
-    let config = scheduler_config_for(&args.model)?;
+    let model_dir = match &args.model {
+        Some(dir) => dir.clone(),
+        None => newest_run(&args.runs_dir)?,
+    };
+    let args = &Args {
+        model: Some(model_dir),
+        ..args.clone()
+    };
+    let model_dir = args.model.as_ref().expect("set above");
+    let config = scheduler_config_for(model_dir)?;
     let options = SolverOptions {
         eta: args.eta,
         use_karras_sigmas: args.karras.then_some(true),
     };
     // Check the solver and its steps before loading the weights.
     let mut solver = by_name(&args.sampler, &config, args.steps, &options)?;
-    let unet = UNet::load(&args.model, device).map_err(|e| match e {
+    let unet = UNet::load(model_dir, device).map_err(|e| match e {
         unet::Error::Io { .. } => Error::ModelFolder {
-            path: args.model.clone(),
+            path: model_dir.clone(),
             reason: e.to_string(),
         },
         other => Error::Unet(other),
@@ -295,7 +324,7 @@ pub fn run(args: &Args) -> Result<Summary> {
     let cfg = unet.config().clone();
     let Some((h, w)) = cfg.sample_hw() else {
         return Err(Error::ModelFolder {
-            path: args.model.clone(),
+            path: model_dir.clone(),
             reason: "config.json has no sample_size, so the image size is unknown".into(),
         });
     };
@@ -410,4 +439,78 @@ pub fn run(args: &Args) -> Result<Summary> {
         out: args.out.clone(),
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// The newest trainer run under `runs_dir` that has a diffusers export.
+pub fn newest_run(runs_dir: &Path) -> Result<PathBuf> {
+    let none = || Error::ModelFolder {
+        path: runs_dir.to_path_buf(),
+        reason: "no --model given and no trained run found here; train one with \
+                 `cargo run --release -p trainer`, or pass --model DIR"
+            .into(),
+    };
+    let entries = std::fs::read_dir(runs_dir).map_err(|_| none())?;
+    entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|dir| {
+            let modified = std::fs::metadata(dir.join("unet/diffusion_pytorch_model.safetensors"))
+                .ok()?
+                .modified()
+                .ok()?;
+            Some((modified, dir))
+        })
+        .max()
+        .map(|(_, dir)| dir)
+        .ok_or_else(none)
+}
+
+/// Class names from a trainer run's `run.json` (empty when there is none).
+fn class_names(model_dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(model_dir.join("run.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|v| {
+            v.get("class_names")?
+                .as_array()?
+                .iter()
+                .map(|n| n.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod run_dir_tests {
+    use super::*;
+
+    fn fake_run(root: &Path, name: &str) -> PathBuf {
+        let dir = root.join(name);
+        std::fs::create_dir_all(dir.join("unet")).unwrap();
+        std::fs::write(dir.join("unet/diffusion_pytorch_model.safetensors"), b"x").unwrap();
+        dir
+    }
+
+    #[test]
+    fn newest_run_is_found_and_absence_explained() {
+        let root = tempfile::tempdir().unwrap();
+        let err = newest_run(root.path()).unwrap_err().to_string();
+        assert!(err.contains("no --model given"), "{err}");
+        fake_run(root.path(), "old");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let new = fake_run(root.path(), "new");
+        std::fs::create_dir_all(root.path().join("not-a-run")).unwrap();
+        assert_eq!(newest_run(root.path()).unwrap(), new);
+    }
+
+    #[test]
+    fn class_names_come_from_run_json() {
+        let root = tempfile::tempdir().unwrap();
+        assert!(class_names(root.path()).is_empty());
+        std::fs::write(
+            root.path().join("run.json"),
+            r#"{"class_names": ["zero", "one"]}"#,
+        )
+        .unwrap();
+        assert_eq!(class_names(root.path()), ["zero", "one"]);
+    }
 }

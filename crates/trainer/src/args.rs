@@ -160,7 +160,7 @@ pub fn report(s: &Summary) {
     println!("run folder: {}", s.run_dir.display());
     println!("  samples:  {}", s.run_dir.join("samples").display());
     println!(
-        "  sample more: cargo run --release -p sampler -- --model {}",
+        "  sample more: cargo run -p sampler -- --model {} --sampler dpm++2m --steps 25 --guidance-scale 2",
         s.run_dir.display()
     );
 }
