@@ -316,12 +316,13 @@ pub fn train(config: TrainConfig, opts: &TrainOptions) -> Result<Summary> {
         }
     }
     bar.finish_and_clear();
+    // Training throughput over the loop; the final save and samples are not training.
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
     save_checkpoint(&st, step, loader.position(), skipped_steps)?;
     if !interrupted {
         write_samples(&st, step, &noise, labels.as_ref())?;
     }
     plot::loss_curve(&st.run.metrics(), &st.run.loss_plot())?;
-    let secs = started.elapsed().as_secs_f64().max(1e-9);
     Ok(Summary {
         run_dir: st.run.root.clone(),
         steps: step,

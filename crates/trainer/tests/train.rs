@@ -86,6 +86,39 @@ fn loss_decreases_on_a_small_set() {
     // the diffusers export loads as a U-Net
     let unet = unet::UNet::load(&s.run_dir, Device::Cpu).unwrap();
     assert_eq!(unet.config().num_class_embeds, Some(11));
+    // and the sampler samples from the run folder, with class names and guidance
+    let out = dir.path().join("sampled");
+    let args = <SampleCli as clap::Parser>::try_parse_from([
+        "sampler",
+        "--model",
+        s.run_dir.to_str().unwrap(),
+        "--sampler",
+        "dpm++2m",
+        "--steps",
+        "4",
+        "--num-images",
+        "3",
+        "--labels",
+        "7,3,0",
+        "--guidance-scale",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .unwrap();
+    let summary = sampler::cli::run(&args.args).unwrap();
+    assert_eq!(summary.images, 3);
+    assert!(out.join("grid.png").is_file());
+    let img = image::open(out.join("00000.png")).unwrap();
+    assert_eq!((img.width(), img.height()), (8, 8));
+}
+
+#[derive(clap::Parser)]
+struct SampleCli {
+    #[command(flatten)]
+    args: sampler::cli::Args,
 }
 
 #[test]
