@@ -1,5 +1,7 @@
 //! `cargo xtask bench [data]`: the benchmarks, in release mode.
 //!
+//! - `sample`: our 20-step DPM-Solver++ sampler against diffusers' (see
+//!   `bench_sample.rs`).
 //! - `data`: loader throughput (decode + augment + batch) on the bundled IDX
 //!   digits and on a folder of 32x32 PNGs, then the loader against the
 //!   default training preset's consumption, in one run.
@@ -10,9 +12,12 @@ use anyhow::{bail, Context, Result};
 
 pub fn run(args: &[String]) -> Result<()> {
     let which = args.first().map(String::as_str).unwrap_or("data");
+    if which == "sample" {
+        return crate::bench_sample::run(&sample_options(&args[1..])?);
+    }
     let benches: &[(&str, &str)] = match which {
         "data" => &[("data-pipeline", "loader"), ("trainer", "data_vs_train")],
-        other => bail!("unknown benchmark {other:?}; available: data"),
+        other => bail!("unknown benchmark {other:?}; available: data, sample"),
     };
     for (package, bench) in benches {
         let status = Command::new(env!("CARGO"))
@@ -25,4 +30,31 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn sample_options(args: &[String]) -> Result<crate::bench_sample::Options> {
+    let mut o = crate::bench_sample::Options {
+        layout: "default".into(),
+        num_images: 64,
+        rounds: 3,
+        profile: "release".into(),
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--layout" => o.layout = value.clone(),
+            "--num-images" => o.num_images = value.parse().context("--num-images")?,
+            "--rounds" => o.rounds = value.parse().context("--rounds")?,
+            "--profile" => o.profile = value.clone(),
+            other => bail!(
+                "unknown flag {other:?}; cargo xtask bench sample [--layout default|cifar10] \
+                 [--num-images N] [--rounds R] [--profile release|dev]"
+            ),
+        }
+    }
+    if o.rounds == 0 || o.num_images == 0 {
+        bail!("--rounds and --num-images must be at least 1");
+    }
+    Ok(o)
 }

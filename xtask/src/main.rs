@@ -11,6 +11,7 @@
 //! This crate never links tch, so it builds before libtorch exists.
 
 mod bench;
+mod bench_sample;
 mod ci;
 mod data;
 mod doctor;
@@ -31,7 +32,10 @@ commands:
                     as .libtorch; respects a LIBTORCH you set yourself
   doctor            check libtorch path, version and pins, rpath, CUDA linking and devices
   ci                setup if needed, then tidy, fmt, clippy, tests, docs, doctor
-  bench [data]      run a benchmark in release mode (data: loader throughput)
+  bench [data|sample] [flags]
+                    data: loader throughput against the trainer's consumption;
+                    sample: our dpm++2m sampler against diffusers on the same weights
+                    ([--layout default|cifar10] [--num-images N] [--rounds R] [--profile P])
   data NAME [--url BASE]
                     install or locate fashion-mnist, mnist or cifar10 (into the cache)
   py SCRIPT [ARGS]  run a reference script (scripts/*.py) with torch and diffusers,

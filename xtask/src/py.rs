@@ -15,6 +15,19 @@ use anyhow::{bail, Context, Result};
 use crate::setup;
 
 pub fn run(args: &[String]) -> Result<()> {
+    let Some((script, _)) = args.split_first() else {
+        bail!("usage: cargo xtask py SCRIPT.py [ARGS...]");
+    };
+    let status = command(args)?.status().context("running python")?;
+    if !status.success() {
+        bail!("{script} failed ({status})");
+    }
+    Ok(())
+}
+
+/// A `python SCRIPT ARGS...` command with torch (from setup) and the oracle
+/// packages importable, the oracle installed first if needed.
+pub fn command(args: &[String]) -> Result<Command> {
     let Some((script, rest)) = args.split_first() else {
         bail!("usage: cargo xtask py SCRIPT.py [ARGS...]");
     };
@@ -50,18 +63,13 @@ pub fn run(args: &[String]) -> Result<()> {
     // libtorch root is `<site>/torch`; its parent is the site folder to import from.
     let torch_site = libtorch.parent().context("libtorch root has no parent")?;
     let python_path = std::env::join_paths([oracle.as_path(), torch_site])?;
-    let status = Command::new(setup::python())
-        .current_dir(&root)
+    let mut cmd = Command::new(setup::python());
+    cmd.current_dir(&root)
         .arg(Path::new(script))
         .args(rest)
         .env("PYTHONPATH", python_path)
-        .env("HF_HUB_OFFLINE", "1")
-        .status()
-        .context("running python")?;
-    if !status.success() {
-        bail!("{script} failed ({status})");
-    }
-    Ok(())
+        .env("HF_HUB_OFFLINE", "1");
+    Ok(cmd)
 }
 
 /// FNV-1a, 64-bit: names the oracle folder after the requirements it holds.
