@@ -446,7 +446,7 @@ pub fn newest_run(runs_dir: &Path) -> Result<PathBuf> {
     let none = || Error::ModelFolder {
         path: runs_dir.to_path_buf(),
         reason: "no --model given and no trained run found here; train one with \
-                 `cargo run --release -p trainer`, or pass --model DIR"
+                 `cargo run -p trainer`, or pass --model DIR"
             .into(),
     };
     let entries = std::fs::read_dir(runs_dir).map_err(|_| none())?;
