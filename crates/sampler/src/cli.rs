@@ -113,7 +113,7 @@ pub struct Args {
     /// Class labels of a class-conditional model, comma-separated, repeated
     /// over the images: numbers, or class names from the run's run.json
     /// [default: 0, 1, 2, ... cycling over the classes].
-    #[arg(long, value_name = "LIST")]
+    #[arg(long, visible_alias = "class-labels", value_name = "LIST")]
     pub labels: Option<String>,
 
     /// Classifier-free guidance scale s (uncond + s (cond - uncond)); 1 is no
