@@ -488,7 +488,7 @@ mod tests {
         let c = TrainConfig::load(&p).unwrap();
         assert_eq!(
             (c.steps, c.optim.learning_rate, c.batch_size),
-            (10, 0.01, 64)
+            (10, 0.01, TrainConfig::default().batch_size)
         );
         std::fs::write(&p, "stpes = 10\n").unwrap();
         let err = TrainConfig::load(&p).unwrap_err().to_string();
