@@ -35,7 +35,7 @@ pub struct Args {
     /// Peak learning rate.
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Data source: digits, fashion-mnist, mnist, cifar10, a folder, idx:IMAGES[,LABELS].
+    /// Data source: digits, fashion-mnist, mnist, cifar10, a folder, or `idx:IMAGES[,LABELS]`.
     #[arg(long, value_name = "SPEC")]
     pub data: Option<String>,
     /// auto, cpu, cuda, cuda:N.

@@ -5,7 +5,7 @@
 //! with samples, metrics, checkpoints and a diffusers export:
 //!
 //! - [`config`]: [`TrainConfig`], every knob, as TOML, with presets;
-//! - [`train`]: the loop (objective, label dropout, guards, Ctrl-C);
+//! - [`mod@train`]: the loop (objective, label dropout, guards, Ctrl-C);
 //! - [`optim`]: AdamW with checkpointable state, clipping, LR schedule;
 //! - [`ema`]: the weight average used for sampling and export;
 //! - [`checkpoint`]: one safetensors file with the whole training state;
