@@ -44,27 +44,8 @@ impl Ddim {
     /// DDIM over `steps` steps as `DDIMScheduler.from_config(config)` with
     /// `set_timesteps(steps)`, stepping with `eta`.
     pub fn new(config: &SchedulerConfig, steps: usize, eta: f64) -> Result<Self> {
-        let keys = Keys::new(config);
-        let tables = Tables::new(
-            config,
-            keys.typed("beta_start", config.beta_start, 0.0001),
-            keys.typed("beta_end", config.beta_end, 0.02),
-            keys.typed(
-                "rescale_betas_zero_snr",
-                config.rescale_betas_zero_snr,
-                false,
-            ),
-        )?;
+        let (keys, tables, timesteps) = discrete_setup(config, steps)?;
         let train = tables.num_train_timesteps();
-        check_steps(steps, train)?;
-        let spacing = keys.typed(
-            "timestep_spacing",
-            config.timestep_spacing,
-            TimestepSpacing::Leading,
-        );
-        let offset = keys.typed("steps_offset", config.steps_offset, 0);
-        let timesteps = spaced_timesteps(spacing, train, steps, offset, true);
-        check_timesteps(&timesteps, train)?;
         let final_alpha_cumprod = if keys.bool("set_alpha_to_one", true)? {
             1.0
         } else {
@@ -101,6 +82,38 @@ impl Ddim {
 
 /// Every timestep must index the training schedule (a large `steps_offset`
 /// can push the first one past it).
+/// What DDIM and DDPM share when built from a config, as diffusers'
+/// `from_config` + `set_timesteps(steps)` does for both: the beta tables with
+/// their defaults (0.0001 to 0.02, no zero-SNR rescaling) and the integer
+/// timesteps (`leading` spacing and offset 0 by default).
+pub(crate) fn discrete_setup(
+    config: &SchedulerConfig,
+    steps: usize,
+) -> Result<(Keys<'_>, Tables, Vec<f64>)> {
+    let keys = Keys::new(config);
+    let tables = Tables::new(
+        config,
+        keys.typed("beta_start", config.beta_start, 0.0001),
+        keys.typed("beta_end", config.beta_end, 0.02),
+        keys.typed(
+            "rescale_betas_zero_snr",
+            config.rescale_betas_zero_snr,
+            false,
+        ),
+    )?;
+    let train = tables.num_train_timesteps();
+    check_steps(steps, train)?;
+    let spacing = keys.typed(
+        "timestep_spacing",
+        config.timestep_spacing,
+        TimestepSpacing::Leading,
+    );
+    let offset = keys.typed("steps_offset", config.steps_offset, 0);
+    let timesteps = spaced_timesteps(spacing, train, steps, offset, true);
+    check_timesteps(&timesteps, train)?;
+    Ok((keys, tables, timesteps))
+}
+
 pub(crate) fn check_timesteps(ts: &[f64], train: usize) -> Result<()> {
     if let Some(t) = ts.iter().find(|&&t| t < 0.0 || t > (train - 1) as f64) {
         return Err(Error::config(

@@ -16,13 +16,11 @@
 //! Config keys: those of DDIM without `set_alpha_to_one`, plus
 //! `variance_type` (default `fixed_small`).
 
-use schedule::{PredictionType, SchedulerConfig, TimestepSpacing, VarianceType};
+use schedule::{PredictionType, SchedulerConfig, VarianceType};
 use tch::{Kind, Tensor};
 
-use crate::common::{
-    check_steps, coef, indices, per, spaced_timesteps, Keys, Tables, X0Processing,
-};
-use crate::ddim::{check_timesteps, x0_and_eps};
+use crate::common::{coef, indices, per, Tables, X0Processing};
+use crate::ddim::{discrete_setup, x0_and_eps};
 use crate::noise::NoiseSource;
 use crate::solver::{Solver, StepIndex, StepOutput};
 use crate::{Error, Result};
@@ -41,27 +39,7 @@ impl Ddpm {
     /// DDPM over `steps` steps as `DDPMScheduler.from_config(config)` with
     /// `set_timesteps(steps)`.
     pub fn new(config: &SchedulerConfig, steps: usize) -> Result<Self> {
-        let keys = Keys::new(config);
-        let tables = Tables::new(
-            config,
-            keys.typed("beta_start", config.beta_start, 0.0001),
-            keys.typed("beta_end", config.beta_end, 0.02),
-            keys.typed(
-                "rescale_betas_zero_snr",
-                config.rescale_betas_zero_snr,
-                false,
-            ),
-        )?;
-        let train = tables.num_train_timesteps();
-        check_steps(steps, train)?;
-        let spacing = keys.typed(
-            "timestep_spacing",
-            config.timestep_spacing,
-            TimestepSpacing::Leading,
-        );
-        let offset = keys.typed("steps_offset", config.steps_offset, 0);
-        let timesteps = spaced_timesteps(spacing, train, steps, offset, true);
-        check_timesteps(&timesteps, train)?;
+        let (keys, tables, timesteps) = discrete_setup(config, steps)?;
         let variance = keys
             .typed(
                 "variance_type",
