@@ -353,7 +353,8 @@ fn train_step(
     let accum = st.config.grad_accum;
     let mut loss_sum = Tensor::zeros([], (Kind::Float, st.device));
     let mut images = 0;
-    let mut all_t = Vec::new();
+    // Kept on the device; read back only to log a skipped step.
+    let mut all_t: Vec<Tensor> = Vec::new();
     for _ in 0..accum {
         let batch = loader.next_batch()?;
         let x0 = batch.images.to_device(st.device);
@@ -405,7 +406,7 @@ fn train_step(
         }
         loss.backward();
         loss_sum += loss.detach();
-        all_t.extend(Vec::<i64>::try_from(t.to_device(Device::Cpu)).unwrap_or_default());
+        all_t.push(t);
     }
     let grad_norm = st.opt.grad_norm();
     // One host sync per step: the divergence guard needs to know.
@@ -432,7 +433,14 @@ fn train_step(
         lr,
         finite,
         images,
-        timesteps: if finite { Vec::new() } else { all_t },
+        timesteps: if finite {
+            Vec::new()
+        } else {
+            all_t
+                .iter()
+                .flat_map(|t| Vec::<i64>::try_from(t.to_device(Device::Cpu)).unwrap_or_default())
+                .collect()
+        },
     })
 }
 
