@@ -3,7 +3,13 @@
 //! Each subcommand reuses the argument structs of the crate that does the
 //! work, so `lmzh <cmd>` and that crate's own binary accept the same flags.
 
+mod denoise;
 mod doctor;
+mod edit;
+mod eval;
+mod forward;
+mod inpaint;
+mod interpolate;
 mod sample;
 mod schedule;
 mod train;
@@ -24,6 +30,10 @@ struct Cli {
 enum Command {
     /// Report the libtorch this binary runs on: path, version, threads, CUDA.
     Doctor(doctor::Args),
+    /// Sample-quality metrics (FD, KID, precision/recall, density/coverage)
+    /// on features of a classifier trained on the data; `eval
+    /// train-features` trains such a classifier.
+    Eval(eval::Args),
     /// Sample images from a model folder with a chosen solver (ddpm, ddim,
     /// dpm++2m, euler, euler-a, heun).
     Sample(sample::Args),
@@ -36,6 +46,21 @@ enum Command {
     /// Look at a U-Net: parameters per block and forward FLOPs
     /// (`lmzh unet info DIR` or `--preset NAME`).
     Unet(unet::Args),
+    /// Edit an image with a trained model (SDEdit): noise it part of the way
+    /// (--strength), then denoise, optionally towards a class label.
+    Edit(edit::Args),
+    /// Fill the white region of a mask with a trained model (RePaint), the
+    /// rest of the image kept exactly.
+    Inpaint(inpaint::Args),
+    /// Remove Gaussian noise from an image with a trained model (--sigma S
+    /// or --estimate).
+    Denoise(denoise::Args),
+    /// Interpolate between two images through the model's noise (DDIM
+    /// inversion, slerp, DDIM); writes a strip.
+    Interpolate(interpolate::Args),
+    /// Show the forward process: an image noised to several timesteps of a
+    /// schedule, side by side.
+    Forward(forward::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,10 +74,16 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Doctor(args) => doctor::run(&args),
+        Command::Eval(args) => eval::run(&args),
         Command::Sample(args) => sample::run(&args),
         Command::Schedule(args) => schedule::run(&args),
         Command::Train(args) => train::run(&args),
         Command::Unet(args) => unet::run(&args),
+        Command::Edit(args) => edit::run(&args),
+        Command::Inpaint(args) => inpaint::run(&args),
+        Command::Denoise(args) => denoise::run(&args),
+        Command::Interpolate(args) => interpolate::run(&args),
+        Command::Forward(args) => forward::run(&args),
     };
     match result {
         Ok(code) => code,

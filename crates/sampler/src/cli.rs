@@ -20,6 +20,17 @@
 //! CPU generator seeded with `--seed` (what `torch.manual_seed(seed);
 //! torch.randn(N, C, H, W)` draws), or read from `--init-noise`; the
 //! stochastic solvers then draw their step noise from the same generator.
+//!
+//! The editing commands live in submodules, each with its `Args` and `run`:
+//! [`edit`] (`lmzh edit`), [`inpaint`], [`denoise`], [`interpolate`] and
+//! [`forward`]; [`model`] holds what they share.
+
+pub mod denoise;
+pub mod edit;
+pub mod forward;
+pub mod inpaint;
+pub mod interpolate;
+pub mod model;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -243,24 +254,7 @@ fn class_labels(args: &Args, unet: &UNet, n: usize) -> Result<Option<(Tensor, Op
     let given: Vec<i64> = match &args.labels {
         Some(text) => {
             let names = args.model.as_deref().map(class_names).unwrap_or_default();
-            text.split(',')
-                .map(|s| {
-                    let s = s.trim();
-                    s.parse::<i64>()
-                        .ok()
-                        .or_else(|| names.iter().position(|n| n == s).map(|i| i as i64))
-                        .ok_or_else(|| {
-                            Error::Labels(format!(
-                                "{s:?} in --labels is neither a number nor a class name{}",
-                                if names.is_empty() {
-                                    String::new()
-                                } else {
-                                    format!(" ({})", names.join(", "))
-                                }
-                            ))
-                        })
-                })
-                .collect::<Result<_>>()?
+            parse_labels(text, &names, "--labels")?
         }
         None => (0..usable).collect(),
     };
@@ -464,8 +458,31 @@ pub fn newest_run(runs_dir: &Path) -> Result<PathBuf> {
         .ok_or_else(none)
 }
 
+/// Parses a comma-separated list of class labels: numbers, or names of
+/// `names` (the run's class names); `flag` names the flag in errors.
+pub(crate) fn parse_labels(text: &str, names: &[String], flag: &str) -> Result<Vec<i64>> {
+    text.split(',')
+        .map(|s| {
+            let s = s.trim();
+            s.parse::<i64>()
+                .ok()
+                .or_else(|| names.iter().position(|n| n == s).map(|i| i as i64))
+                .ok_or_else(|| {
+                    Error::Labels(format!(
+                        "{s:?} in {flag} is neither a number nor a class name{}",
+                        if names.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", names.join(", "))
+                        }
+                    ))
+                })
+        })
+        .collect()
+}
+
 /// Class names from a trainer run's `run.json` (empty when there is none).
-fn class_names(model_dir: &Path) -> Vec<String> {
+pub(crate) fn class_names(model_dir: &Path) -> Vec<String> {
     std::fs::read_to_string(model_dir.join("run.json"))
         .ok()
         .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())

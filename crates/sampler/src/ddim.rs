@@ -33,7 +33,8 @@ use crate::{Error, Result};
 pub struct Ddim {
     tables: Tables,
     timesteps: Vec<f64>,
-    step_ratio: i64,
+    /// The timestep each position steps to (below 0: `final_alpha_cumprod`).
+    prev_timesteps: Vec<i64>,
     prediction: PredictionType,
     x0: X0Processing,
     final_alpha_cumprod: f64,
@@ -45,14 +46,59 @@ impl Ddim {
     /// `set_timesteps(steps)`, stepping with `eta`.
     pub fn new(config: &SchedulerConfig, steps: usize, eta: f64) -> Result<Self> {
         let (keys, tables, timesteps) = discrete_setup(config, steps)?;
+        let step_ratio = (tables.num_train_timesteps() / steps) as i64;
+        // diffusers steps from t to t - T / steps, whatever the spacing.
+        let prev_timesteps = timesteps.iter().map(|&t| t as i64 - step_ratio).collect();
+        Self::assemble(config, keys, tables, timesteps, prev_timesteps, eta)
+    }
+
+    /// DDIM along the given training timesteps (strictly decreasing, each
+    /// below `num_train_timesteps`): position `i` steps from `timesteps[i]`
+    /// to `timesteps[i + 1]`, the last one to `final_alpha_cumprod` (the
+    /// clean sample with `set_alpha_to_one`). Used to start the reverse
+    /// process at any timestep (see [`mod@crate::denoise`]).
+    pub fn with_timesteps(config: &SchedulerConfig, timesteps: &[usize], eta: f64) -> Result<Self> {
+        let keys = Keys::new(config);
+        let tables = discrete_tables(config, keys)?;
         let train = tables.num_train_timesteps();
+        if timesteps.is_empty() {
+            return Err(Error::ZeroSteps);
+        }
+        if let Some(&t) = timesteps.iter().find(|&&t| t >= train) {
+            return Err(Error::Step(format!(
+                "timestep {t} is outside the {train} training timesteps"
+            )));
+        }
+        if timesteps.windows(2).any(|w| w[1] >= w[0]) {
+            return Err(Error::Step(format!(
+                "DDIM timesteps must decrease strictly, got {timesteps:?}"
+            )));
+        }
+        let prev_timesteps = timesteps
+            .iter()
+            .skip(1)
+            .map(|&t| t as i64)
+            .chain(std::iter::once(-1))
+            .collect();
+        let timesteps = timesteps.iter().map(|&t| t as f64).collect();
+        Self::assemble(config, keys, tables, timesteps, prev_timesteps, eta)
+    }
+
+    fn assemble(
+        config: &SchedulerConfig,
+        keys: Keys<'_>,
+        tables: Tables,
+        timesteps: Vec<f64>,
+        prev_timesteps: Vec<i64>,
+        eta: f64,
+    ) -> Result<Self> {
         let final_alpha_cumprod = if keys.bool("set_alpha_to_one", true)? {
             1.0
         } else {
             tables.alphas_cumprod[0]
         };
         Ok(Ddim {
-            step_ratio: (train / steps) as i64,
+            prev_timesteps,
             prediction: keys.typed(
                 "prediction_type",
                 config.prediction_type,
@@ -71,7 +117,30 @@ impl Ddim {
         &self.tables.schedule
     }
 
-    fn alpha_bar(&self, t: i64) -> f64 {
+    /// alpha_bar_t for every training timestep, as diffusers holds it
+    /// (float32 values).
+    pub fn alphas_cumprod(&self) -> &[f64] {
+        &self.tables.alphas_cumprod
+    }
+
+    /// The eta it steps with.
+    pub fn eta(&self) -> f64 {
+        self.eta
+    }
+
+    /// What the model predicts.
+    pub fn prediction_type(&self) -> PredictionType {
+        self.prediction
+    }
+
+    /// The timestep position `i` steps to; below 0 means the clean end
+    /// (alpha_bar = `final_alpha_cumprod`).
+    pub fn prev_timestep(&self, i: usize) -> i64 {
+        self.prev_timesteps[i]
+    }
+
+    /// alpha_bar_t, or `final_alpha_cumprod` for t < 0.
+    pub fn alpha_bar(&self, t: i64) -> f64 {
         if t >= 0 {
             self.tables.alphas_cumprod[t as usize]
         } else {
@@ -91,16 +160,7 @@ pub(crate) fn discrete_setup(
     steps: usize,
 ) -> Result<(Keys<'_>, Tables, Vec<f64>)> {
     let keys = Keys::new(config);
-    let tables = Tables::new(
-        config,
-        keys.typed("beta_start", config.beta_start, 0.0001),
-        keys.typed("beta_end", config.beta_end, 0.02),
-        keys.typed(
-            "rescale_betas_zero_snr",
-            config.rescale_betas_zero_snr,
-            false,
-        ),
-    )?;
+    let tables = discrete_tables(config, keys)?;
     let train = tables.num_train_timesteps();
     check_steps(steps, train)?;
     let spacing = keys.typed(
@@ -112,6 +172,21 @@ pub(crate) fn discrete_setup(
     let timesteps = spaced_timesteps(spacing, train, steps, offset, true);
     check_timesteps(&timesteps, train)?;
     Ok((keys, tables, timesteps))
+}
+
+/// The beta tables of DDPM, DDIM and RePaint with their defaults (0.0001 to
+/// 0.02, no zero-SNR rescaling).
+pub(crate) fn discrete_tables(config: &SchedulerConfig, keys: Keys<'_>) -> Result<Tables> {
+    Tables::new(
+        config,
+        keys.typed("beta_start", config.beta_start, 0.0001),
+        keys.typed("beta_end", config.beta_end, 0.02),
+        keys.typed(
+            "rescale_betas_zero_snr",
+            config.rescale_betas_zero_snr,
+            false,
+        ),
+    )
 }
 
 pub(crate) fn check_timesteps(ts: &[f64], train: usize) -> Result<()> {
@@ -174,12 +249,8 @@ impl Solver for Ddim {
         noise: &mut dyn NoiseSource,
     ) -> Result<StepOutput> {
         let idx = indices(i, x.size()[0], self.timesteps.len())?;
-        let t: Vec<i64> = idx.iter().map(|&k| self.timesteps[k] as i64).collect();
         let a = per(&idx, |k| self.alpha_bar(self.timesteps[k] as i64));
-        let a_prev: Vec<f64> = t
-            .iter()
-            .map(|&t| self.alpha_bar(t - self.step_ratio))
-            .collect();
+        let a_prev = per(&idx, |k| self.alpha_bar(self.prev_timesteps[k]));
         let (x0, eps) = x0_and_eps(self.prediction, model_output, x, &a)?;
         let x0 = self.x0.apply(x0)?;
         let std: Vec<f64> = a
@@ -212,6 +283,11 @@ impl Solver for Ddim {
     }
 
     fn reset(&mut self) {}
+
+    fn noise_coefficients(&self, i: usize) -> (f64, f64) {
+        let a = self.alpha_bar(self.timesteps[i] as i64);
+        (a.sqrt(), (1.0 - a).sqrt())
+    }
 }
 
 #[cfg(test)]
@@ -219,6 +295,23 @@ mod tests {
     use super::*;
     use crate::noise::TorchRng;
     use tch::Device;
+
+    #[test]
+    fn explicit_timesteps_step_to_the_next_entry() {
+        let cfg = SchedulerConfig::default();
+        let s = Ddim::with_timesteps(&cfg, &[500, 300, 0], 0.0).unwrap();
+        assert_eq!(s.timesteps(), &[500.0, 300.0, 0.0]);
+        assert_eq!(
+            (0..3).map(|i| s.prev_timestep(i)).collect::<Vec<_>>(),
+            vec![300, 0, -1]
+        );
+        assert_eq!(s.alpha_bar(-1), 1.0);
+        let standard = Ddim::new(&cfg, 10, 0.0).unwrap();
+        assert_eq!(standard.prev_timestep(0), 800);
+        for bad in [&[300, 500][..], &[1000], &[]] {
+            assert!(Ddim::with_timesteps(&cfg, bad, 0.0).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn per_sample_steps_equal_separate_steps() {

@@ -181,6 +181,11 @@ impl Solver for Ddpm {
     }
 
     fn reset(&mut self) {}
+
+    fn noise_coefficients(&self, i: usize) -> (f64, f64) {
+        let a = self.tables.alphas_cumprod[self.timesteps[i] as usize];
+        (a.sqrt(), (1.0 - a).sqrt())
+    }
 }
 
 #[cfg(test)]

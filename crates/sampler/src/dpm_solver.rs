@@ -386,6 +386,11 @@ impl Solver for DpmSolverMultistep {
         self.history.clear();
         self.lower_order_nums = 0;
     }
+
+    fn noise_coefficients(&self, i: usize) -> (f64, f64) {
+        let (alpha, s, _) = alpha_sigma_lambda(self.sigmas[i]);
+        (alpha, s)
+    }
 }
 
 #[cfg(test)]

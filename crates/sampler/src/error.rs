@@ -40,6 +40,9 @@ pub enum Error {
     #[error("{path}: {reason}")]
     Output { path: PathBuf, reason: String },
 
+    #[error("{path}: {reason}")]
+    Input { path: PathBuf, reason: String },
+
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -298,6 +298,10 @@ impl Solver for Euler {
     }
 
     fn reset(&mut self) {}
+
+    fn noise_coefficients(&self, i: usize) -> (f64, f64) {
+        (1.0, self.sigmas[i])
+    }
 }
 
 #[cfg(test)]

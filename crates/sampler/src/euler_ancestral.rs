@@ -106,4 +106,8 @@ impl Solver for EulerAncestral {
     }
 
     fn reset(&mut self) {}
+
+    fn noise_coefficients(&self, i: usize) -> (f64, f64) {
+        (1.0, self.sigmas[i])
+    }
 }

@@ -194,4 +194,12 @@ impl Solver for Heun {
     fn reset(&mut self) {
         self.state = None;
     }
+
+    fn order(&self) -> usize {
+        2
+    }
+
+    fn noise_coefficients(&self, i: usize) -> (f64, f64) {
+        (1.0, self.sigmas[i])
+    }
 }

@@ -13,7 +13,13 @@
 //! - [`noise`]: where stochastic solvers draw their noise (libtorch's
 //!   seeded generator, or recorded draws).
 //! - [`trajectory`]: pictures of x_t and the predicted x_0 along the way.
-//! - [`cli`]: the flags and the run of `sampler` / `lmzh sample`.
+//! - Editing with a trained model: [`edit`](mod@edit) (image-to-image,
+//!   SDEdit), [`repaint`] (inpainting, RePaint), [`denoise`](mod@denoise)
+//!   (real noisy images, with a noise estimator), [`inversion`] (DDIM
+//!   inversion and interpolation), and [`input`] (image files preprocessed
+//!   as the model's training data).
+//! - [`cli`]: the flags and the run of `sampler` / `lmzh sample`, and of
+//!   `lmzh edit | inpaint | denoise | interpolate | forward`.
 //!
 //! ```no_run
 //! use sampler::{by_name, sample, Conditioning, SolverOptions, TorchRng};
@@ -33,18 +39,30 @@ pub mod cli;
 mod common;
 pub mod ddim;
 pub mod ddpm;
+pub mod denoise;
 pub mod dpm_solver;
+pub mod edit;
 mod error;
 pub mod euler;
 pub mod euler_ancestral;
 pub mod heun;
+pub mod input;
+pub mod inversion;
 pub mod noise;
+pub mod repaint;
 pub mod sample;
 pub mod solver;
 pub mod trajectory;
 
 pub use common::{threshold_sample, X0Processing};
+pub use denoise::{denoise, estimate_noise_sigma, Denoised};
+pub use edit::edit;
 pub use error::{Error, Result};
+pub use input::InputSpec;
+pub use inversion::{ddim_invert, interpolate, inversion_ddim, slerp, InterpolateOptions};
 pub use noise::{NoiseSource, ReplayNoise, TorchRng};
-pub use sample::{sample, Conditioning, Model, StepInfo};
-pub use solver::{by_name, Solver, SolverOptions, StepIndex, StepOutput, SOLVER_NAMES};
+pub use repaint::{inpaint, RePaint};
+pub use sample::{sample, sample_from, Conditioning, Model, StepInfo};
+pub use solver::{
+    add_noise, by_name, inference_steps, Solver, SolverOptions, StepIndex, StepOutput, SOLVER_NAMES,
+};

@@ -77,66 +77,41 @@ pub fn sample(
     noise: &mut dyn NoiseSource,
     progress: &mut dyn FnMut(&StepInfo<'_>),
 ) -> Result<Tensor> {
+    let x = x_t.f_to_kind(Kind::Float)? * solver.init_noise_sigma();
+    sample_from(model, solver, &x, 0, conditioning, noise, progress)
+}
+
+/// Runs the reverse process from position `start` of the solver's timestep
+/// list: `x` is the sample at that position in the solver's space (for
+/// example [`crate::solver::add_noise`] of an image, or the scaled initial
+/// noise at `start = 0`). With `start == timesteps().len()` it returns `x`
+/// unchanged. The solver's history is reset first, so multistep solvers
+/// begin with their first-order update.
+pub fn sample_from(
+    model: &Model<'_>,
+    solver: &mut dyn Solver,
+    x: &Tensor,
+    start: usize,
+    conditioning: &Conditioning<'_>,
+    noise: &mut dyn NoiseSource,
+    progress: &mut dyn FnMut(&StepInfo<'_>),
+) -> Result<Tensor> {
     let _guard = tch::no_grad_guard();
-    let size = x_t.size();
-    if size.len() < 2 {
-        return Err(Error::Shape(format!(
-            "initial noise has shape {size:?}: expected [N, C, ...]"
+    let guided = Guided::new(conditioning, &x.size())?;
+    let total = solver.timesteps().len();
+    if start > total {
+        return Err(Error::Step(format!(
+            "start position {start} is past the solver's {total} timesteps"
         )));
     }
-    let (n, c) = (size[0], size[1]);
-    let labels = conditioning.class_labels;
-    if let Some(l) = labels {
-        if l.size() != [n] {
-            return Err(Error::Labels(format!(
-                "shape {:?}: expected one label per sample, [{n}]",
-                l.size()
-            )));
-        }
-    }
-    let guided_labels = match labels {
-        Some(l) if conditioning.guidance_scale != 1.0 => {
-            let null = conditioning.null_label.ok_or_else(|| {
-                Error::Labels(
-                    "classifier-free guidance needs the unconditional (null) label".into(),
-                )
-            })?;
-            let nulls = Tensor::full([n], null, (l.kind(), l.device()));
-            Some(Tensor::cat(&[&nulls, l], 0))
-        }
-        None if conditioning.guidance_scale != 1.0 => {
-            return Err(Error::Labels(format!(
-                "guidance scale {} needs a class-conditional model and labels",
-                conditioning.guidance_scale
-            )))
-        }
-        _ => None,
-    };
-
     solver.reset();
-    let mut x = x_t.f_to_kind(Kind::Float)? * solver.init_noise_sigma();
-    let total = solver.timesteps().len();
-    for i in 0..total {
+    let mut x = x.f_to_kind(Kind::Float)?;
+    for i in start..total {
         let input = solver.scale_model_input(&x, StepIndex::Batch(i))?;
-        let t = model_timesteps(&*solver, StepIndex::Batch(i), n, x.device())?;
-        let out = match &guided_labels {
-            Some(both) => {
-                let out = model(
-                    &Tensor::cat(&[&input, &input], 0),
-                    &Tensor::cat(&[&t, &t], 0),
-                    Some(both),
-                )?;
-                check_output(&out, 2 * n, c, &size)?;
-                guide(&out, n, c, conditioning.guidance_scale)?
-            }
-            None => {
-                let out = model(&input, &t, labels)?;
-                check_output(&out, n, c, &size)?;
-                out
-            }
-        };
-        let out = if out.size()[1] == 2 * c && !solver.uses_predicted_variance() {
-            out.narrow(1, 0, c)
+        let t = model_timesteps(&*solver, StepIndex::Batch(i), guided.n, x.device())?;
+        let out = guided.eval(model, &input, &t)?;
+        let out = if out.size()[1] == 2 * guided.c && !solver.uses_predicted_variance() {
+            out.narrow(1, 0, guided.c)
         } else {
             out
         };
@@ -152,6 +127,104 @@ pub fn sample(
         });
     }
     Ok(x)
+}
+
+/// One model evaluation with the batch's conditioning: the conditional and
+/// unconditional halves in one call when guiding. Checked once per batch.
+#[derive(Debug)]
+pub(crate) struct Guided<'a> {
+    labels: Option<&'a Tensor>,
+    /// Null labels then the labels, when guiding.
+    both: Option<Tensor>,
+    scale: f64,
+    size: Vec<i64>,
+    /// Batch size and channels of the samples.
+    pub n: i64,
+    pub c: i64,
+}
+
+impl<'a> Guided<'a> {
+    /// Checks `conditioning` against samples of shape `size` (`[N, C, ..]`).
+    pub(crate) fn new(conditioning: &Conditioning<'a>, size: &[i64]) -> Result<Self> {
+        if size.len() < 2 {
+            return Err(Error::Shape(format!(
+                "samples of shape {size:?}: expected [N, C, ...]"
+            )));
+        }
+        let (n, c) = (size[0], size[1]);
+        let labels = conditioning.class_labels;
+        if let Some(l) = labels {
+            if l.size() != [n] {
+                return Err(Error::Labels(format!(
+                    "shape {:?}: expected one label per sample, [{n}]",
+                    l.size()
+                )));
+            }
+        }
+        let both = match labels {
+            Some(l) if conditioning.guidance_scale != 1.0 => {
+                let null = conditioning.null_label.ok_or_else(|| {
+                    Error::Labels(
+                        "classifier-free guidance needs the unconditional (null) label".into(),
+                    )
+                })?;
+                let nulls = Tensor::full([n], null, (l.kind(), l.device()));
+                Some(Tensor::cat(&[&nulls, l], 0))
+            }
+            None if conditioning.guidance_scale != 1.0 => {
+                return Err(Error::Labels(format!(
+                    "guidance scale {} needs a class-conditional model and labels",
+                    conditioning.guidance_scale
+                )))
+            }
+            _ => None,
+        };
+        Ok(Guided {
+            labels,
+            both,
+            scale: conditioning.guidance_scale,
+            size: size.to_vec(),
+            n,
+            c,
+        })
+    }
+
+    /// The (guided) model output for `input` at timesteps `t` (`[N]`),
+    /// variance channels included when the model has them.
+    pub(crate) fn eval(&self, model: &Model<'_>, input: &Tensor, t: &Tensor) -> Result<Tensor> {
+        let (n, c) = (self.n, self.c);
+        match &self.both {
+            Some(both) => {
+                let out = model(
+                    &Tensor::cat(&[input, input], 0),
+                    &Tensor::cat(&[t, t], 0),
+                    Some(both),
+                )?;
+                check_output(&out, 2 * n, c, &self.size)?;
+                guide(&out, n, c, self.scale)
+            }
+            None => {
+                let out = model(input, t, self.labels)?;
+                check_output(&out, n, c, &self.size)?;
+                Ok(out)
+            }
+        }
+    }
+
+    /// [`Guided::eval`] without the variance channels.
+    pub(crate) fn eval_mean(
+        &self,
+        model: &Model<'_>,
+        input: &Tensor,
+        t: &Tensor,
+    ) -> Result<Tensor> {
+        let out = self.eval(model, input, t)?;
+        Ok(if out.size()[1] == 2 * self.c {
+            out.narrow(1, 0, self.c)
+        } else {
+            out
+        })
+    }
 }
 
 /// The model output must be `[n, C or 2C, ..]` with the sample's spatial size.

@@ -106,6 +106,48 @@ pub trait Solver: Send + std::fmt::Debug {
     fn uses_predicted_variance(&self) -> bool {
         false
     }
+
+    /// Model evaluations per inference step (diffusers' `order`): 2 for
+    /// Heun, whose timestep list repeats every timestep but the first, 1 for
+    /// the others.
+    fn order(&self) -> usize {
+        1
+    }
+
+    /// `(a, s)` such that a sample at position `i` is `a x_0 + s ε` in this
+    /// solver's space, as diffusers' `add_noise` makes it at
+    /// `timesteps()[i]`: (sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t)) for DDPM
+    /// and DDIM, (alpha_t, sigma_t) of the position's sigma for
+    /// DPM-Solver++, (1, sigma_i) for the sigma-space solvers. Panics when
+    /// `i >= timesteps().len()`.
+    fn noise_coefficients(&self, i: usize) -> (f64, f64);
+}
+
+/// The forward process in a solver's space: `x_0` noised with the
+/// standard-normal `noise` to position `i` of its timestep list (see
+/// [`Solver::noise_coefficients`]), ready for [`Solver::step`] at `i`.
+pub fn add_noise(solver: &dyn Solver, x0: &Tensor, noise: &Tensor, i: usize) -> Result<Tensor> {
+    let len = solver.timesteps().len();
+    if i >= len {
+        return Err(Error::Step(format!(
+            "step index {i} is out of range: the solver has {len} timesteps"
+        )));
+    }
+    if x0.size() != noise.size() {
+        return Err(Error::Shape(format!(
+            "x_0 has shape {:?} but the noise has shape {:?}",
+            x0.size(),
+            noise.size()
+        )));
+    }
+    let (a, s) = solver.noise_coefficients(i);
+    Ok(x0.f_mul_scalar(a)?.f_add(&noise.f_mul_scalar(s)?)?)
+}
+
+/// The number of inference steps of a solver: its timesteps divided by its
+/// [`Solver::order`], rounded up.
+pub fn inference_steps(solver: &dyn Solver) -> usize {
+    solver.timesteps().len().div_ceil(solver.order().max(1))
 }
 
 /// The timesteps of position `i` as the tensor the model is given: `[n]`,

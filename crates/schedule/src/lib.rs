@@ -15,6 +15,8 @@
 //! - [`config`]: [`SchedulerConfig`], which loads and writes diffusers'
 //!   `scheduler_config.json` unchanged.
 //! - [`plot`]: a PNG of alpha_bar and log-SNR against t for several schedules.
+//! - [`strip`]: the forward process made visible, one image noised to
+//!   several timesteps side by side.
 //!
 //! ```
 //! use schedule::{BetaSchedule, Schedule};
@@ -36,6 +38,7 @@ pub mod loss_weight;
 pub mod plot;
 pub mod prediction;
 pub mod schedule;
+pub mod strip;
 
 pub use betas::BetaSchedule;
 pub use config::{SchedulerConfig, TimestepSpacing, VarianceType};
@@ -43,3 +46,4 @@ pub use error::{Error, Result};
 pub use loss_weight::LossWeighting;
 pub use prediction::PredictionType;
 pub use schedule::{Quantity, Schedule};
+pub use strip::{forward_samples, forward_strip};

@@ -126,13 +126,23 @@ pub fn load_with_metadata(
 ) -> Result<(NamedTensors, Metadata)> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    load_bytes_with_metadata(&bytes, path, device)
+}
+
+/// Loads every tensor of a safetensors file held in memory (e.g. compiled in
+/// with `include_bytes!`); `path` names it in errors.
+pub fn load_bytes_with_metadata(
+    bytes: &[u8],
+    path: &Path,
+    device: Device,
+) -> Result<(NamedTensors, Metadata)> {
     let bad = |e: safetensors::SafeTensorError| Error::SafeTensors {
         path: path.to_path_buf(),
         reason: e.to_string(),
     };
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(bad)?;
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(bad)?;
     let metadata = header.metadata().clone().unwrap_or_default();
-    let st = SafeTensors::deserialize(&bytes).map_err(bad)?;
+    let st = SafeTensors::deserialize(bytes).map_err(bad)?;
     let mut out = NamedTensors::new();
     for (name, view) in st.tensors() {
         let kind = to_kind(view.dtype()).ok_or_else(|| Error::UnsupportedTensorDType {

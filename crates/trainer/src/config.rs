@@ -36,6 +36,7 @@ pub struct TrainConfig {
     pub optim: OptimConfig,
     pub ema: EmaConfig,
     pub log: LogConfig,
+    pub eval: EvalConfig,
 }
 
 /// What the model learns from.
@@ -103,6 +104,45 @@ pub struct LogConfig {
     pub keep_checkpoints: usize,
     /// Stop after this many consecutive non-finite steps.
     pub max_bad_steps: usize,
+}
+
+/// In-training evaluation: FD/KID of samples from fixed noise against a
+/// reference set, on the features of a classifier (see the `eval` crate).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Evaluate every this many steps and at the end (0: never).
+    pub every: u64,
+    /// Samples per evaluation (more: less noisy FD, slower).
+    pub num_images: usize,
+    /// A fast solver and few steps: the numbers are for comparing steps of
+    /// one run.
+    pub sampler: String,
+    pub steps: usize,
+    pub guidance_scale: f64,
+    /// The real data: a source spec, or `auto` (the held-out split of a
+    /// benchmark set, else the training data itself).
+    pub reference: String,
+    /// `auto` (the bundled net for the reference data), `fmnist`, `digits`,
+    /// or a feature net file from `lmzh eval train-features`.
+    pub feature_net: String,
+    /// Use at most this many reference images (0: all).
+    pub reference_limit: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig {
+            every: 0,
+            num_images: 500,
+            sampler: "dpm++2m".into(),
+            steps: 10,
+            guidance_scale: 2.0,
+            reference: "auto".into(),
+            feature_net: "auto".into(),
+            reference_limit: 0,
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -264,6 +304,13 @@ impl TrainConfig {
             },
             ema: EmaConfig::default(),
             log: LogConfig::default(),
+            // FD/KID on the bundled digits net at steps 500 and 1000: 300
+            // samples from 10 DPM-Solver++ steps, about half a minute each.
+            eval: EvalConfig {
+                every: 500,
+                num_images: 300,
+                ..EvalConfig::default()
+            },
         };
         Ok(match name {
             "default" => base,
@@ -292,6 +339,11 @@ impl TrainConfig {
                     sample_every: 1000,
                     checkpoint_every: 1000,
                     ..LogConfig::default()
+                },
+                eval: EvalConfig {
+                    every: 1000,
+                    num_images: 1000,
+                    ..EvalConfig::default()
                 },
                 ..base
             },
@@ -335,6 +387,10 @@ impl TrainConfig {
                     guidance_scale: 1.0,
                     ..LogConfig::default()
                 },
+                // No bundled feature net fits CIFAR-10: train one with
+                // `lmzh eval train-features --data cifar10` and set
+                // eval.feature_net and eval.every to evaluate.
+                eval: EvalConfig::default(),
                 ..base
             },
             other => {
@@ -428,6 +484,12 @@ impl TrainConfig {
         }
         if self.noise.num_train_timesteps < 2 {
             return bad("noise.num_train_timesteps", "must be at least 2");
+        }
+        if self.eval.every > 0 && self.eval.num_images < 2 {
+            return bad(
+                "eval.num_images",
+                "must be at least 2 (a covariance needs two samples)",
+            );
         }
         self.optim.validate()?;
         self.data.preprocess.validate()?;

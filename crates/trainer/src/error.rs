@@ -47,6 +47,9 @@ pub enum Error {
     Sampler(#[from] sampler::Error),
 
     #[error(transparent)]
+    Eval(#[from] eval::Error),
+
+    #[error(transparent)]
     Torch(#[from] tch::TchError),
 }
 

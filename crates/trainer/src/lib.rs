@@ -9,6 +9,7 @@
 //! - [`optim`]: AdamW with checkpointable state, clipping, LR schedule;
 //! - [`ema`]: the weight average used for sampling and export;
 //! - [`checkpoint`]: one safetensors file with the whole training state;
+//! - [`evaluate`]: FD/KID during training, and the best checkpoint;
 //! - [`run_dir`]: the run folder, metrics and the diffusers export;
 //! - [`args`]: the command line shared by `trainer` and `lmzh train`.
 
@@ -17,6 +18,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod ema;
 mod error;
+pub mod evaluate;
 pub mod optim;
 mod plot;
 mod preview;

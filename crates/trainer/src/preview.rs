@@ -37,21 +37,39 @@ pub fn fixed_inputs(
     (noise, labels)
 }
 
-/// Samples images from `noise` with the run's preview sampler.
+/// Which solver, how many steps and how much guidance.
+#[derive(Debug, Clone, Copy)]
+pub struct SolverSpec<'a> {
+    pub sampler: &'a str,
+    pub steps: usize,
+    pub guidance_scale: f64,
+}
+
+impl<'a> From<&'a LogConfig> for SolverSpec<'a> {
+    fn from(log: &'a LogConfig) -> Self {
+        SolverSpec {
+            sampler: &log.sampler,
+            steps: log.sample_steps,
+            guidance_scale: log.guidance_scale,
+        }
+    }
+}
+
+/// Samples images from `noise` with the given solver.
 pub fn sample(
     unet: &UNet,
     scheduler: &SchedulerConfig,
     noise: &Tensor,
     labels: Option<&Tensor>,
     null_label: Option<i64>,
-    log: &LogConfig,
+    spec: SolverSpec<'_>,
 ) -> Result<Tensor> {
     let options = sampler::SolverOptions::default();
-    let mut solver = sampler::by_name(&log.sampler, scheduler, log.sample_steps, &options)?;
-    let guided = labels.is_some() && null_label.is_some() && log.guidance_scale != 1.0;
+    let mut solver = sampler::by_name(spec.sampler, scheduler, spec.steps, &options)?;
+    let guided = labels.is_some() && null_label.is_some() && spec.guidance_scale != 1.0;
     let conditioning = sampler::Conditioning {
         class_labels: labels,
-        guidance_scale: if guided { log.guidance_scale } else { 1.0 },
+        guidance_scale: if guided { spec.guidance_scale } else { 1.0 },
         null_label,
     };
     let model = |x: &Tensor, t: &Tensor, c: Option<&Tensor>| Ok(unet.forward(x, t, c)?);

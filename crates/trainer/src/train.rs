@@ -25,6 +25,7 @@ use unet::UNet;
 use crate::checkpoint::{self, Snapshot};
 use crate::config::TrainConfig;
 use crate::ema::Ema;
+use crate::evaluate::{self, Evaluator};
 use crate::optim::AdamW;
 use crate::run_dir::{self, RunDir, RunInfo};
 use crate::{plot, preview, Error, Result};
@@ -245,6 +246,10 @@ pub fn train(config: TrainConfig, opts: &TrainOptions) -> Result<Summary> {
     st.run.write_pipeline_files(&st.scheduler_config)?;
 
     let (noise, labels) = preview::fixed_inputs(&st.config, &probe, num_classes, device);
+    let mut evaluator = Evaluator::new(&st.config, &probe, num_classes, device)?;
+    if let (Some(e), Some(_)) = (evaluator.as_mut(), &resumed) {
+        e.best = evaluate::best_in_metrics(&st.run.metrics());
+    }
     let total = st.config.steps;
     let last = opts.stop_after.map_or(total, |s| s.min(total));
     let bar = progress_bar(opts.progress, step, total);
@@ -314,6 +319,10 @@ pub fn train(config: TrainConfig, opts: &TrainOptions) -> Result<Summary> {
         if every(st.config.log.checkpoint_every) {
             save_checkpoint(&st, step, loader.position(), skipped_steps)?;
         }
+        if let Some(e) = evaluator.as_mut().filter(|_| every(st.config.eval.every)) {
+            let fd = run_eval(&st, e, step, loader.position(), skipped_steps)?;
+            bar.set_message(format!("{}  FD-{} {fd:.3}", bar.message(), e.label()));
+        }
     }
     bar.finish_and_clear();
     // Training throughput over the loop; the final save and samples are not training.
@@ -321,6 +330,9 @@ pub fn train(config: TrainConfig, opts: &TrainOptions) -> Result<Summary> {
     save_checkpoint(&st, step, loader.position(), skipped_steps)?;
     if !interrupted {
         write_samples(&st, step, &noise, labels.as_ref())?;
+        if let Some(e) = evaluator.as_mut() {
+            run_eval(&st, e, step, loader.position(), skipped_steps)?;
+        }
     }
     plot::loss_curve(&st.run.metrics(), &st.run.loss_plot())?;
     Ok(Summary {
@@ -461,7 +473,64 @@ fn restore(st: &mut State, ck: &checkpoint::Checkpoint) -> Result<()> {
     Ok(())
 }
 
+/// Evaluates the EMA weights, logs the metrics and keeps the best checkpoint;
+/// returns the FD.
+fn run_eval(
+    st: &State,
+    e: &mut Evaluator,
+    step: u64,
+    position: Position,
+    skipped_steps: u64,
+) -> Result<f64> {
+    let started = Instant::now();
+    let report = st.ema.with_averaged(&st.params, || {
+        e.evaluate(&st.unet, &st.scheduler_config, st.null_label, st.device)
+    })?;
+    let best = e.record(step, &report);
+    if best {
+        let path = st.run.checkpoints().join("best.safetensors");
+        write_snapshot(st, &path, step, position, skipped_steps)?;
+    }
+    run_dir::append_metrics(&st.run.metrics(), &e.metrics_line(step, &report, best))?;
+    tracing::info!(
+        step,
+        fd = report.fd,
+        kid = report.kid_mean,
+        precision = report.precision,
+        recall = report.recall,
+        best,
+        secs = started.elapsed().as_secs_f64(),
+        "evaluation ({})",
+        e.label()
+    );
+    Ok(report.fd)
+}
+
 fn save_checkpoint(st: &State, step: u64, position: Position, skipped_steps: u64) -> Result<()> {
+    let dir = st.run.checkpoints();
+    write_snapshot(
+        st,
+        &dir.join(checkpoint::file_name(step)),
+        step,
+        position,
+        skipped_steps,
+    )?;
+    checkpoint::prune(&dir, st.config.log.keep_checkpoints);
+    // The diffusers export always holds the EMA weights of the last checkpoint.
+    st.ema
+        .with_averaged(&st.params, || st.unet.save(st.run.root.join("unet")))?;
+    tracing::info!(step, "checkpoint written");
+    Ok(())
+}
+
+/// Writes the whole training state at `step` to `path`.
+fn write_snapshot(
+    st: &State,
+    path: &Path,
+    step: u64,
+    position: Position,
+    skipped_steps: u64,
+) -> Result<()> {
     let model: Vec<(String, Tensor)> = {
         let mut v: Vec<_> = st.unet.vs.variables().into_iter().collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
@@ -478,14 +547,7 @@ fn save_checkpoint(st: &State, step: u64, position: Position, skipped_steps: u64
         ema: st.ema.shadow(),
         optim: &optim,
     };
-    let dir = st.run.checkpoints();
-    checkpoint::save(&dir.join(checkpoint::file_name(step)), &snap)?;
-    checkpoint::prune(&dir, st.config.log.keep_checkpoints);
-    // The diffusers export always holds the EMA weights of the last checkpoint.
-    st.ema
-        .with_averaged(&st.params, || st.unet.save(st.run.root.join("unet")))?;
-    tracing::info!(step, "checkpoint written");
-    Ok(())
+    checkpoint::save(path, &snap)
 }
 
 fn write_samples(st: &State, step: u64, noise: &Tensor, labels: Option<&Tensor>) -> Result<()> {
@@ -496,7 +558,7 @@ fn write_samples(st: &State, step: u64, noise: &Tensor, labels: Option<&Tensor>)
             noise,
             labels,
             st.null_label,
-            &st.config.log,
+            (&st.config.log).into(),
         )
     })?;
     let path = st.run.samples().join(format!("step-{step:06}.png"));

@@ -34,6 +34,7 @@ fn tiny(dir: &Path, name: &str, steps: u64) -> TrainConfig {
     c.log.sample_steps = 2;
     c.log.sampler = "ddim".into();
     c.log.checkpoint_every = 0;
+    c.eval.every = 0;
     c
 }
 
@@ -163,6 +164,48 @@ fn resume_is_bit_identical_to_a_straight_run() {
         .map(|p| p.0)
         .collect();
     assert_eq!(steps, (1..=8).collect::<Vec<_>>());
+}
+
+#[test]
+fn evaluation_logs_metrics_and_keeps_the_best_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = tiny(dir.path(), "eval", 6);
+    c.eval.every = 3;
+    c.eval.num_images = 12;
+    c.eval.steps = 2;
+    c.eval.reference_limit = 200;
+    let run = train(c, &opts()).unwrap().run_dir;
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let evals: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("eval").is_some())
+        .collect();
+    // At step 3 and at the end.
+    let steps: Vec<u64> = evals.iter().map(|v| v["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, [3, 6]);
+    for v in &evals {
+        let e = &v["eval"];
+        assert_eq!(e["feature_net"], "DIGITS");
+        assert!(e["fd"].as_f64().unwrap() > 0.0, "{v}");
+        for key in ["kid", "precision", "recall", "density", "coverage"] {
+            assert!(e[key].as_f64().is_some(), "{key} missing in {v}");
+        }
+    }
+    // The best checkpoint is the evaluation with the lowest FD, and loads.
+    let best_step = evals
+        .iter()
+        .min_by(|a, b| {
+            a["eval"]["fd"]
+                .as_f64()
+                .unwrap()
+                .total_cmp(&b["eval"]["fd"].as_f64().unwrap())
+        })
+        .unwrap()["step"]
+        .as_u64()
+        .unwrap();
+    let best = checkpoint::load(&run.join("checkpoints/best.safetensors"), Device::Cpu).unwrap();
+    assert_eq!(best.step, best_step);
 }
 
 #[test]

@@ -1,0 +1,332 @@
+//! `lmzh eval`: sample-quality metrics from the command line, and
+//! `lmzh eval train-features`: training a feature net.
+//!
+//! ```text
+//! lmzh eval --samples DIR|FILE.safetensors|SPEC --reference fashion-mnist-test
+//!           [--feature-net auto|fmnist|digits|NET.safetensors|MODEL.pt]
+//!           [--num-samples N] [--reference-limit N] [--degrade noise=0.1|blur=1]
+//!           [--kid-subsets 100] [--kid-subset-size 1000] [--json OUT.json]
+//! lmzh eval train-features --data fashion-mnist --name FMNIST --out NET.safetensors
+//! ```
+
+use std::fmt;
+use std::path::PathBuf;
+
+use clap::{Args as ClapArgs, Subcommand};
+use tensor::DeviceSpec;
+
+use crate::extractor::{Extractor, TorchScriptInput};
+use crate::metrics::{Options, Report};
+use crate::reference::{self, input_of, Reference};
+use crate::train_net::{self, TrainNetOptions};
+use crate::{images, Error, Result};
+
+/// Metrics of generated samples against a real data set, on the features of
+/// a small classifier trained on that kind of data (reported as `FD-<NET>`,
+/// `KID-<NET>`, ...: not comparable with Inception FID).
+///
+/// Example: `lmzh sample --model runs/RUN --num-images 1000 --out samples/`
+/// then `lmzh eval --samples samples/ --reference fashion-mnist-test`.
+#[derive(Debug, Clone, ClapArgs)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+/// Subcommands of `lmzh eval`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Train a feature net (a small CNN classifier) on labelled data.
+    TrainFeatures(TrainFeaturesArgs),
+}
+
+/// The flags of `lmzh eval` itself.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct MetricsArgs {
+    /// The samples: a folder of image files (as `lmzh sample --out DIR`
+    /// writes; grid*.png are skipped), a .safetensors file with one
+    /// [N, C, H, W] tensor in [-1, 1], or a data source spec such as
+    /// `fashion-mnist:test` (for real-data baselines).
+    #[arg(long, value_name = "DIR|FILE|SPEC")]
+    pub samples: Option<String>,
+
+    /// The real data to compare with: a data source spec (`digits`,
+    /// `fashion-mnist-test`, `fashion-mnist`, `mnist-test`, `folder:DIR`...).
+    #[arg(long, value_name = "SPEC", default_value = "fashion-mnist-test")]
+    pub reference: String,
+
+    /// The feature net: `auto` (the bundled net made for the reference
+    /// data), a bundled net (`fmnist`, `digits`), a .safetensors file from
+    /// `lmzh eval train-features`, or a TorchScript module (.pt) such as an
+    /// Inception-v3 export (see --ts-resolution).
+    #[arg(long, value_name = "NAME|FILE", default_value = "auto")]
+    pub feature_net: String,
+
+    /// Use at most this many samples (the first ones).
+    #[arg(long, value_name = "N")]
+    pub num_samples: Option<usize>,
+
+    /// Use at most this many reference images (the first ones; all by default).
+    #[arg(long, value_name = "N")]
+    pub reference_limit: Option<usize>,
+
+    /// Degrade the samples first: `noise=STD` (Gaussian, in 0..1 pixel
+    /// units) or `blur=SIGMA` (pixels). For baselines.
+    #[arg(long, value_name = "noise=STD|blur=SIGMA")]
+    pub degrade: Option<String>,
+
+    /// Number of random subsets KID averages over.
+    #[arg(long, default_value_t = 100)]
+    pub kid_subsets: usize,
+
+    /// Size of each KID subset (capped at the smaller set).
+    #[arg(long, default_value_t = 1000)]
+    pub kid_subset_size: usize,
+
+    /// Seed of the KID subsets and of --degrade noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Also write the report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Neither read nor write the cache of reference features.
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// Input side length of a TorchScript feature module.
+    #[arg(long, default_value_t = 299)]
+    pub ts_resolution: u32,
+
+    /// Input channels of a TorchScript feature module.
+    #[arg(long, default_value_t = 3)]
+    pub ts_channels: u8,
+
+    /// Device: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+/// The flags of `lmzh eval train-features`.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct TrainFeaturesArgs {
+    /// Labelled training data: `digits`, `fashion-mnist`, `mnist`, `idx:IMAGES,LABELS`
+    /// or a folder with one sub-folder per class. Held out: the `:test`
+    /// split of benchmark sets, else every 10th image.
+    #[arg(long, value_name = "SPEC", default_value = "digits")]
+    pub data: String,
+
+    /// Name used in metric labels (`FD-<NAME>`); by default from the data
+    /// (FMNIST, DIGITS, MNIST, ...).
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Where to write the net (.safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+
+    #[arg(long, default_value_t = 5)]
+    pub epochs: usize,
+
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+
+    /// Initial AdamW learning rate (cosine decay to 0).
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr: f64,
+
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Train on at most this many images.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+
+    /// Device: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+/// What `lmzh eval` found.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub label: String,
+    pub feature_net: String,
+    pub samples: String,
+    pub num_samples: usize,
+    pub reference: String,
+    pub num_reference: usize,
+    pub report: Report,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let l = &self.label;
+        let r = &self.report;
+        writeln!(f, "feature net  {}", self.feature_net)?;
+        writeln!(
+            f,
+            "samples      {} ({} images)",
+            self.samples, self.num_samples
+        )?;
+        writeln!(
+            f,
+            "reference    {} ({} images)",
+            self.reference, self.num_reference
+        )?;
+        writeln!(f, "{:<20}{:.4}", format!("FD-{l}"), r.fd)?;
+        writeln!(
+            f,
+            "{:<20}{:.6} ± {:.6}",
+            format!("KID-{l}"),
+            r.kid_mean,
+            r.kid_std
+        )?;
+        writeln!(f, "{:<20}{:.4}", format!("precision-{l}"), r.precision)?;
+        writeln!(f, "{:<20}{:.4}", format!("recall-{l}"), r.recall)?;
+        writeln!(f, "{:<20}{:.4}", format!("density-{l}"), r.density)?;
+        write!(f, "{:<20}{:.4}", format!("coverage-{l}"), r.coverage)
+    }
+}
+
+/// What `lmzh eval train-features` did.
+#[derive(Debug, Clone)]
+pub struct Trained {
+    pub out: PathBuf,
+    pub name: String,
+    pub test_accuracy: f64,
+    pub test_split: String,
+}
+
+impl fmt::Display for Trained {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "wrote feature net {} to {}: held-out accuracy {:.2} % on {}",
+            self.name,
+            self.out.display(),
+            100.0 * self.test_accuracy,
+            self.test_split
+        )
+    }
+}
+
+/// Computes the metrics `args` ask for.
+pub fn run_metrics(args: &MetricsArgs) -> Result<Outcome> {
+    let samples = args.samples.as_deref().ok_or_else(|| Error::Parameter {
+        name: "--samples",
+        value: "(missing)".into(),
+        expected: "a folder of images, a .safetensors batch or a data source spec".into(),
+    })?;
+    let device = args.device.parse::<DeviceSpec>()?.resolve()?;
+    let spec = reference::parse_spec(&args.reference)?;
+    let extractor = match args.feature_net.as_str() {
+        "auto" => Extractor::for_reference(&spec, device)?,
+        other => Extractor::open(
+            other,
+            device,
+            TorchScriptInput {
+                resolution: args.ts_resolution,
+                channels: args.ts_channels,
+            },
+        )?,
+    };
+    let degrade = args
+        .degrade
+        .as_deref()
+        .map(str::parse::<images::Degrade>)
+        .transpose()?;
+    let opts = Options {
+        kid_subsets: args.kid_subsets,
+        kid_subset_size: args.kid_subset_size,
+        seed: args.seed,
+        ..Options::default()
+    };
+    opts.validate()?;
+
+    let cache = (!args.no_cache).then(reference::default_cache_dir);
+    let reference =
+        Reference::load_or_compute(&spec, args.reference_limit, &extractor, cache.as_deref())?;
+    let (resolution, channels) = input_of(&extractor);
+    let mut images = images::load_samples(samples, args.num_samples, resolution, channels)?;
+    if let Some(d) = degrade {
+        images = d.apply(&images, args.seed);
+    }
+    let report = reference.evaluate(&extractor, &images, &opts)?;
+    let outcome = Outcome {
+        label: extractor.label().to_string(),
+        feature_net: extractor.describe(),
+        samples: match degrade {
+            Some(d) => format!("{samples}, {d}"),
+            None => samples.to_string(),
+        },
+        num_samples: images.size()[0] as usize,
+        reference: reference.spec.clone(),
+        num_reference: reference.len(),
+        report,
+    };
+    if let Some(path) = &args.json {
+        let json = serde_json::json!({
+            "feature_net": extractor.label(),
+            "feature_net_description": outcome.feature_net,
+            "samples": outcome.samples,
+            "num_samples": outcome.num_samples,
+            "reference": outcome.reference,
+            "num_reference": outcome.num_reference,
+            "metrics": report,
+        });
+        let text = serde_json::to_string_pretty(&json).expect("report serialises");
+        tensor::fs::write_bytes_atomic(path, text.as_bytes())?;
+    }
+    Ok(outcome)
+}
+
+/// Trains a feature net as `args` ask, printing one line per epoch.
+pub fn run_train_features(args: &TrainFeaturesArgs, command: String) -> Result<Trained> {
+    let data = reference::parse_spec(&args.data)?;
+    let name = args.name.clone().unwrap_or_else(|| default_name(&data));
+    let opts = TrainNetOptions {
+        data,
+        name: name.clone(),
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        learning_rate: args.lr,
+        seed: args.seed,
+        limit: args.limit,
+        device: args.device.parse::<DeviceSpec>()?.resolve()?,
+        command,
+    };
+    let net = train_net::train(&opts, &mut |r| {
+        eprintln!(
+            "epoch {}/{}: train loss {:.4}, held-out accuracy {:.2} %",
+            r.epoch,
+            r.epochs,
+            r.train_loss,
+            100.0 * r.test_accuracy
+        );
+    })?;
+    net.save(&args.out)?;
+    let info = net.info();
+    Ok(Trained {
+        out: args.out.clone(),
+        name,
+        test_accuracy: info.test_accuracy.unwrap_or(f64::NAN),
+        test_split: info.test_split.clone().unwrap_or_default(),
+    })
+}
+
+fn default_name(spec: &data_pipeline::source::SourceSpec) -> String {
+    use data_pipeline::source::SourceSpec as S;
+    match spec {
+        S::FashionMnist(_) => "FMNIST".into(),
+        S::Digits => "DIGITS".into(),
+        S::Mnist(_) => "MNIST".into(),
+        S::Cifar10 { .. } => "CIFAR10".into(),
+        _ => "CUSTOM".into(),
+    }
+}

@@ -1,0 +1,43 @@
+//! The error type of the `eval` crate.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in this crate. Messages name the file, flag
+/// or value at fault and what was expected.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Feature sets whose shapes do not fit the metric.
+    #[error("features: {0}")]
+    Features(String),
+
+    /// An invalid metric parameter (k, subset size, ...).
+    #[error("{name} = {value}: {expected}")]
+    Parameter {
+        name: &'static str,
+        value: String,
+        expected: String,
+    },
+
+    /// A file that exists but is not what was expected.
+    #[error("{path}: {message}")]
+    BadFile { path: PathBuf, message: String },
+
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(transparent)]
+    Tensor(#[from] tensor::Error),
+
+    #[error(transparent)]
+    Data(#[from] data_pipeline::Error),
+
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+}
+
+/// Result alias of the `eval` crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,193 @@
+//! `lmzh forward`: the forward process made visible, one column per
+//! timestep (see [`schedule::strip`]).
+//!
+//! ```text
+//! lmzh forward --image in.png [--steps 0,100,250,500,750,999] [--out forward.png]
+//!              [--model DIR | --config scheduler_config.json |
+//!               --beta-schedule cosine --num-train-timesteps 1000 ...] [--seed 0]
+//! ```
+
+use std::path::PathBuf;
+
+use schedule::{BetaSchedule, Schedule, SchedulerConfig};
+use tch::{Device, Kind};
+
+use super::model::write_rows;
+use super::scheduler_config_for;
+use crate::input::InputSpec;
+use crate::{Error, Result};
+
+/// Flags of `lmzh forward`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    lmzh forward --image digit.png --beta-schedule cosine --out forward.png\n  \
+    lmzh forward --image digit.png --model assets/models/digits --steps 0,50,100,200,400,999\n\n\
+    Every column uses the same noise, so the image fades into one noise image at the pace of the schedule.")]
+pub struct Args {
+    /// The image (kept at its size and channels, unless --model is given:
+    /// then preprocessed as that model's inputs).
+    #[arg(long, value_name = "FILE")]
+    pub image: PathBuf,
+
+    /// Timesteps to show, comma-separated, each below the schedule's
+    /// num_train_timesteps.
+    #[arg(
+        long,
+        value_name = "T[,T...]",
+        value_delimiter = ',',
+        default_value = "0,100,250,500,750,999"
+    )]
+    pub steps: Vec<usize>,
+
+    /// The output strip.
+    #[arg(long, value_name = "FILE.png", default_value = "forward.png")]
+    pub out: PathBuf,
+
+    /// Seed of the noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Take the schedule (and the input preprocessing) from a model folder.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "beta_schedule", "num_train_timesteps", "beta_start", "beta_end", "rescale_betas_zero_snr"])]
+    pub model: Option<PathBuf>,
+
+    /// Take the schedule from a diffusers scheduler_config.json.
+    #[arg(long, value_name = "FILE.json", conflicts_with_all = ["beta_schedule", "num_train_timesteps", "beta_start", "beta_end", "rescale_betas_zero_snr"])]
+    pub config: Option<PathBuf>,
+
+    /// Beta schedule: linear, scaled_linear, squaredcos_cap_v2 (alias
+    /// cosine), sigmoid; a comma-separated list gives one row each.
+    #[arg(
+        long,
+        default_value = "linear",
+        value_parser = parse_beta_schedule,
+        value_delimiter = ',',
+        value_name = "NAME[,NAME...]"
+    )]
+    pub beta_schedule: Vec<BetaSchedule>,
+
+    /// Number of training timesteps T.
+    #[arg(long, default_value_t = 1000, value_name = "T")]
+    pub num_train_timesteps: usize,
+
+    /// First beta (linear, scaled_linear, sigmoid).
+    #[arg(long, default_value_t = 0.0001)]
+    pub beta_start: f64,
+
+    /// Last beta (linear, scaled_linear, sigmoid).
+    #[arg(long, default_value_t = 0.02)]
+    pub beta_end: f64,
+
+    /// Rescale to zero terminal SNR (the last step is pure noise).
+    #[arg(long)]
+    pub rescale_betas_zero_snr: bool,
+}
+
+fn parse_beta_schedule(s: &str) -> std::result::Result<BetaSchedule, String> {
+    s.parse().map_err(|e: schedule::Error| e.to_string())
+}
+
+/// What `lmzh forward` did.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Per row: the schedule's name and (t, alpha_bar_t) of every column.
+    pub rows: Vec<(String, Vec<(usize, f64)>)>,
+    pub out: PathBuf,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (name, columns) in &self.rows {
+            writeln!(f, "{name}:")?;
+            for (t, ab) in columns {
+                writeln!(
+                    f,
+                    "  t = {t:4}: signal sqrt(alpha_bar) = {:.4}, noise sqrt(1 - alpha_bar) = {:.4}",
+                    ab.sqrt(),
+                    (1.0 - ab).sqrt()
+                )?;
+            }
+        }
+        write!(
+            f,
+            "wrote {} ({} row(s) of {} columns)",
+            self.out.display(),
+            self.rows.len(),
+            self.rows.first().map_or(0, |r| r.1.len())
+        )
+    }
+}
+
+/// The schedules the flags describe, with their names.
+fn schedules_of(args: &Args) -> Result<Vec<(String, Schedule)>> {
+    let configs = match (&args.model, &args.config) {
+        (Some(dir), _) => vec![(dir.display().to_string(), scheduler_config_for(dir)?)],
+        (None, Some(path)) => vec![(path.display().to_string(), SchedulerConfig::load(path)?)],
+        (None, None) => args
+            .beta_schedule
+            .iter()
+            .map(|&beta_schedule| {
+                let config = SchedulerConfig {
+                    beta_schedule,
+                    num_train_timesteps: args.num_train_timesteps,
+                    beta_start: args.beta_start,
+                    beta_end: args.beta_end,
+                    rescale_betas_zero_snr: args.rescale_betas_zero_snr,
+                    ..SchedulerConfig::default()
+                };
+                (beta_schedule.to_string(), config)
+            })
+            .collect(),
+    };
+    configs
+        .into_iter()
+        .map(|(name, config)| Ok((name, Schedule::from_config(&config)?)))
+        .collect()
+}
+
+/// Draws the strip as the flags say and writes it.
+pub fn run(args: &Args) -> Result<Summary> {
+    let schedules = schedules_of(args)?;
+    if args.steps.is_empty() {
+        return Err(Error::Unsupported("--steps: no timestep given".into()));
+    }
+    for (name, schedule) in &schedules {
+        let train = schedule.num_train_timesteps();
+        if let Some(bad) = args.steps.iter().find(|&&t| t >= train) {
+            return Err(Error::Unsupported(format!(
+                "--steps: timestep {bad} is outside the {train} timesteps of {name} (0..={})",
+                train - 1
+            )));
+        }
+    }
+    let x0 = match &args.model {
+        Some(dir) => {
+            let cfg =
+                unet::UNetConfig::from_file(unet::io::resolve_model_dir(dir)?.join("config.json"))?;
+            let (h, w) = cfg.sample_hw().ok_or_else(|| Error::ModelFolder {
+                path: dir.clone(),
+                reason: "config.json has no sample_size".into(),
+            })?;
+            InputSpec::for_model_dir(dir, [cfg.in_channels, h, w])?.load(&args.image)?
+        }
+        None => tensor::image::load_image(&args.image)?,
+    };
+    tensor::seed::seed_everything(args.seed);
+    let noise = tch::Tensor::randn(x0.size(), (Kind::Float, Device::Cpu));
+    // One row per schedule, laid out as schedule::forward_strip lays out one.
+    let rows: Vec<tch::Tensor> = schedules
+        .iter()
+        .map(|(_, s)| schedule::forward_samples(&x0, s, &args.steps, &noise))
+        .collect::<std::result::Result<_, _>>()?;
+    write_rows(&args.out, &rows)?;
+    Ok(Summary {
+        rows: schedules
+            .iter()
+            .map(|(name, s)| {
+                let columns = args.steps.iter().map(|&t| (t, s.alpha_bar(t))).collect();
+                (name.clone(), columns)
+            })
+            .collect(),
+        out: args.out.clone(),
+    })
+}
