@@ -8,6 +8,14 @@
 //! [`Position`] therefore yields exactly the batches that the original would
 //! have yielded from there on, which is what exact resume needs.
 //!
+//! Data-parallel training reads a [`Shard`] of the same stream: with `count`
+//! processes, each batch position holds a *global* batch of
+//! `count * batch_size` samples, and shard `rank` takes the `rank`-th slice of
+//! it. [`Position`]s stay global (identical on every rank), so a run resumes
+//! with any number of processes, and `count` shards of batch `b` together
+//! read exactly what one loader with `grad_accum = count` reads in batches of
+//! `b`. One shard (the default) is the plain stream, unchanged.
+//!
 //! A background thread assembles batches (decoding and augmenting the images
 //! of a batch in parallel with rayon) and keeps up to `prefetch` of them ready
 //! in a bounded queue, so the training loop never waits on data.
@@ -59,6 +67,21 @@ pub struct Position {
     pub index: usize,
 }
 
+/// Which slice of each global batch this loader yields: `rank` of `count`
+/// (see the module docs). With more than one shard, a global batch that does
+/// not fit in what is left of an epoch is dropped, as with `drop_last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub rank: usize,
+    pub count: usize,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard { rank: 0, count: 1 }
+    }
+}
+
 /// One batch.
 #[derive(Debug)]
 pub struct Batch {
@@ -68,7 +91,7 @@ pub struct Batch {
     pub labels: Option<Tensor>,
     /// Dataset indices of the images.
     pub indices: Vec<usize>,
-    /// Where this batch started.
+    /// Where this batch (the global batch, when sharded) started.
     pub start: Position,
     /// Where the next batch starts (save this to resume after this batch).
     pub next: Position,
@@ -78,6 +101,7 @@ struct Shared {
     dataset: Dataset,
     preprocess: Preprocess,
     config: LoaderConfig,
+    shard: Shard,
     /// Files that failed to decode while batching, with why.
     skipped: Mutex<Vec<(PathBuf, String)>>,
 }
@@ -108,7 +132,25 @@ impl DataLoader {
         config: LoaderConfig,
         start: Position,
     ) -> Result<Self> {
+        Self::sharded(dataset, preprocess, config, start, Shard::default())
+    }
+
+    /// [`Self::new`] for shard `shard.rank` of `shard.count` data-parallel
+    /// processes: `config.batch_size` is the per-process batch.
+    pub fn sharded(
+        dataset: Dataset,
+        preprocess: Preprocess,
+        config: LoaderConfig,
+        start: Position,
+        shard: Shard,
+    ) -> Result<Self> {
         preprocess.validate()?;
+        if shard.count == 0 || shard.rank >= shard.count {
+            return Err(Error::Loader(format!(
+                "shard {} of {} does not exist",
+                shard.rank, shard.count
+            )));
+        }
         if config.batch_size == 0 {
             return Err(Error::Loader("batch_size must be at least 1".into()));
         }
@@ -119,10 +161,16 @@ impl DataLoader {
         if n == 0 {
             return Err(Error::Loader(format!("{} has no images", dataset.spec)));
         }
-        if config.drop_last && n < config.batch_size {
+        if (config.drop_last || shard.count > 1) && n < config.batch_size * shard.count {
             return Err(Error::Loader(format!(
-                "{} has {n} images, fewer than one batch of {}; lower batch_size",
-                dataset.spec, config.batch_size
+                "{} has {n} images, fewer than one batch of {}{}; lower batch_size",
+                dataset.spec,
+                config.batch_size * shard.count,
+                if shard.count > 1 {
+                    format!(" ({} per process x {})", config.batch_size, shard.count)
+                } else {
+                    String::new()
+                }
             )));
         }
         if start.index >= n {
@@ -138,6 +186,7 @@ impl DataLoader {
             dataset,
             preprocess,
             config,
+            shard,
             skipped: Mutex::new(Vec::new()),
         });
         let (tx, rx) = sync_channel(shared.config.prefetch);
@@ -185,10 +234,10 @@ impl DataLoader {
         self.next
     }
 
-    /// Batches in one epoch.
+    /// Batches in one epoch (global batches, when sharded).
     pub fn batches_per_epoch(&self) -> usize {
-        let (n, b) = (self.shared.dataset.len(), self.shared.config.batch_size);
-        if self.shared.config.drop_last {
+        let (n, b) = (self.shared.dataset.len(), self.shared.global_batch());
+        if self.shared.drop_last() {
             n / b
         } else {
             n.div_ceil(b)
@@ -225,6 +274,17 @@ impl Drop for DataLoader {
 }
 
 impl Shared {
+    /// Samples per batch position, all shards together.
+    fn global_batch(&self) -> usize {
+        self.config.batch_size * self.shard.count
+    }
+
+    /// Shards must agree on where an epoch ends, so a sharded stream drops
+    /// the last, partial global batch.
+    fn drop_last(&self) -> bool {
+        self.config.drop_last || self.shard.count > 1
+    }
+
     fn permutation(&self, epoch: u64) -> Vec<usize> {
         let n = self.dataset.len();
         if self.config.shuffle {
@@ -237,8 +297,8 @@ impl Shared {
 
     fn batch_at(&self, mut pos: Position) -> Result<Batch> {
         let n = self.dataset.len();
-        let b = self.config.batch_size;
-        if pos.index >= n || (self.config.drop_last && pos.index + b > n) {
+        let b = self.global_batch();
+        if pos.index >= n || (self.drop_last() && pos.index + b > n) {
             pos = Position {
                 epoch: pos.epoch + 1,
                 index: 0,
@@ -246,7 +306,15 @@ impl Shared {
         }
         let end = (pos.index + b).min(n);
         let order = self.permutation(pos.epoch);
-        let positions: Vec<usize> = (pos.index..end).collect();
+        // This shard's slice of the global batch (all of it for one shard).
+        let own = self.config.batch_size;
+        let from = pos.index + self.shard.rank * own;
+        let to = if self.shard.count == 1 {
+            end
+        } else {
+            (from + own).min(end)
+        };
+        let positions: Vec<usize> = (from..to).collect();
         let samples: Vec<(usize, Chw)> = positions
             .par_iter()
             .map(|&p| self.sample(&order, pos.epoch, p))
@@ -281,7 +349,7 @@ impl Shared {
                 .collect();
             Tensor::from_slice(&l)
         });
-        let next = if end >= n || (self.config.drop_last && end + b > n) {
+        let next = if end >= n || (self.drop_last() && end + b > n) {
             Position {
                 epoch: pos.epoch + 1,
                 index: 0,
@@ -334,3 +402,98 @@ impl Shared {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod shard_tests {
+    use super::*;
+    use crate::preprocess::Crop;
+    use crate::source::{OpenOptions, SourceSpec};
+
+    fn loader(batch_size: usize, start: Position, shard: Shard) -> Result<DataLoader> {
+        let dataset = SourceSpec::Digits.open(&OpenOptions::default())?;
+        let preprocess = Preprocess {
+            resolution: Some(12),
+            crop: Crop::Random,
+            random_flip: true,
+            ..Default::default()
+        };
+        let config = LoaderConfig {
+            batch_size,
+            seed: 3,
+            ..Default::default()
+        };
+        DataLoader::sharded(dataset, preprocess, config, start, shard)
+    }
+
+    fn bits(b: &Batch) -> Vec<u32> {
+        Vec::<f32>::try_from(b.images.flatten(0, -1))
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+    }
+
+    #[test]
+    fn shards_together_read_the_plain_stream() {
+        // Start near the end of epoch 0 so the global batch crosses into epoch 1:
+        // 5000 images, global batches of 12 from index 4980: 4980..4992, then
+        // 4992..5004 does not fit and epoch 1 starts.
+        let start = Position {
+            epoch: 0,
+            index: 4980,
+        };
+        let mut plain = loader(4, start, Shard::default()).unwrap();
+        let mut shards: Vec<DataLoader> = (0..3)
+            .map(|rank| loader(4, start, Shard { rank, count: 3 }).unwrap())
+            .collect();
+        for step in 0..3 {
+            let parts: Vec<Batch> = shards.iter_mut().map(|l| l.next_batch().unwrap()).collect();
+            let mut want = Vec::new();
+            for _ in 0..3 {
+                want.push(plain.next_batch().unwrap());
+            }
+            if step == 0 {
+                // The plain stream has 2 more batches in epoch 0 that the shards drop.
+                assert_eq!(
+                    want[2].next,
+                    Position {
+                        epoch: 0,
+                        index: 4992
+                    }
+                );
+                plain = loader(4, Position { epoch: 1, index: 0 }, Shard::default()).unwrap();
+            }
+            for (p, w) in parts.iter().zip(&want) {
+                assert_eq!(p.indices, w.indices);
+                assert_eq!(bits(p), bits(w));
+            }
+            let next = parts[0].next;
+            assert!(parts
+                .iter()
+                .all(|p| p.next == next && p.start == parts[0].start));
+            if step > 0 {
+                assert_eq!(next, want[2].next);
+            }
+        }
+        assert_eq!(
+            shards[0].position(),
+            Position {
+                epoch: 1,
+                index: 24
+            }
+        );
+        assert_eq!(shards[0].batches_per_epoch(), 5000 / 12);
+    }
+
+    #[test]
+    fn bad_shards_are_refused() {
+        let err = loader(4, Position::default(), Shard { rank: 2, count: 2 })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("shard 2 of 2"), "{err}");
+        let err = loader(2000, Position::default(), Shard { rank: 0, count: 3 })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("6000 (2000 per process x 3)"), "{err}");
+    }
+}

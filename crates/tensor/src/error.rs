@@ -47,6 +47,17 @@ pub enum Error {
     #[error("unsupported image bit depth {0}: expected 8 or 16")]
     BitDepth(u8),
 
+    /// A c10d collective or the rendezvous failed (a rank died, a timeout,
+    /// a bad torchrun variable); `op` is `setup`, `init`, `all_reduce`,
+    /// `broadcast` or `barrier`.
+    #[error("distributed {op} failed (rank {rank} of {world_size}): {reason}")]
+    Distributed {
+        op: &'static str,
+        rank: usize,
+        world_size: usize,
+        reason: String,
+    },
+
     #[error(transparent)]
     Torch(#[from] tch::TchError),
 }

@@ -8,8 +8,11 @@
 //!   tensors in [-1, 1], and sample grids.
 //! - [`fs`]: atomic file writes (temp file + rename) used for every output.
 //! - [`runtime`]: what libtorch this process runs on (version, threads, CUDA).
+//! - [`distributed`]: multi-process collectives on c10d (Gloo, NCCL), as
+//!   torch.distributed runs them.
 
 pub mod device;
+pub mod distributed;
 pub mod dtype;
 mod error;
 pub mod fs;

@@ -45,8 +45,13 @@ mod tests {
             .collect()
     }
 
+    /// The tests below share libtorch's global generator: under `cargo test`
+    /// (threads, not processes) they take turns.
+    static GLOBAL_GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn same_seed_same_draws_other_seed_other_draws() {
+        let _turn = GLOBAL_GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
         seed_everything(7);
         let a = Tensor::randn([4, 3, 8, 8], (Kind::Float, Device::Cpu));
         let a_u = Tensor::rand([16], (Kind::Float, Device::Cpu));
@@ -101,6 +106,7 @@ mod tests {
 
     #[test]
     fn cpu_training_is_bit_reproducible() {
+        let _turn = GLOBAL_GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
         assert_eq!(train_a_little(3), train_a_little(3));
         assert_ne!(train_a_little(3), train_a_little(4));
     }

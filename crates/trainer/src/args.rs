@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::TrainConfig;
+use crate::distributed::{self, DistOptions};
 use crate::train::{resolve_resume, train, Summary, TrainOptions};
 use crate::Result;
 
@@ -55,6 +57,14 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Train data-parallel in N local processes (c10d: Gloo on the CPU, NCCL
+    /// on CUDA); --batch-size is per process. Under torchrun, leave it out.
+    #[arg(long, value_name = "N")]
+    pub nproc: Option<usize>,
+    /// Multi-process runs: seconds a rank waits for the others before it
+    /// fails (a dead or stuck rank stops the run within this time).
+    #[arg(long, value_name = "SECS", default_value_t = distributed::DEFAULT_TIMEOUT.as_secs())]
+    pub dist_timeout: u64,
 }
 
 impl Args {
@@ -108,6 +118,12 @@ impl Args {
             print!("{}", config.to_toml());
             return Ok(None);
         }
+        let timeout = Duration::from_secs(self.dist_timeout.max(1));
+        if let Some(n) = self.nproc.filter(|&n| n > 1) {
+            // This command again, as n processes; each prints its own report.
+            distributed::launch_local(n, timeout)?;
+            return Ok(None);
+        }
         let resume = self
             .resume
             .as_deref()
@@ -120,6 +136,7 @@ impl Args {
             interrupt: Some(interrupt),
             inject_nan_at: None,
             steps: self.steps,
+            distributed: Some(DistOptions { timeout }),
         };
         train(config, &opts).map(Some)
     }
@@ -144,8 +161,15 @@ pub fn interrupt_flag() -> Arc<AtomicBool> {
     interrupt
 }
 
-/// Prints what a finished run left behind.
+/// Prints what a finished run left behind (ranks other than 0: one line).
 pub fn report(s: &Summary) {
+    if s.rank != 0 {
+        println!(
+            "rank {} of {}: trained {} steps, parameters digest {:016x}",
+            s.rank, s.world_size, s.steps, s.params_digest
+        );
+        return;
+    }
     let loss = s
         .last_loss
         .map(|l| format!("{l:.4}"))
@@ -155,8 +179,17 @@ pub fn report(s: &Summary) {
     }
     println!(
         "trained {} steps, last loss {loss}, {:.0} img/s, {} skipped step(s), {} unreadable file(s)",
-        s.steps, s.images_per_second, s.skipped_steps, s.skipped_files
+        s.steps,
+        s.images_per_second * s.world_size as f64,
+        s.skipped_steps,
+        s.skipped_files
     );
+    if s.world_size > 1 {
+        println!(
+            "rank 0 of {}: parameters digest {:016x} (the same on every rank)",
+            s.world_size, s.params_digest
+        );
+    }
     println!("run folder: {}", s.run_dir.display());
     println!("  samples:  {}", s.run_dir.join("samples").display());
     println!(

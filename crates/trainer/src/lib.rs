@@ -11,11 +11,14 @@
 //! - [`checkpoint`]: one safetensors file with the whole training state;
 //! - [`evaluate`]: FD/KID during training, and the best checkpoint;
 //! - [`run_dir`]: the run folder, metrics and the diffusers export;
-//! - [`args`]: the command line shared by `trainer` and `lmzh train`.
+//! - [`args`]: the command line shared by `trainer` and `lmzh train`;
+//! - [`distributed`]: data-parallel training over several processes (c10d:
+//!   Gloo, NCCL), under torchrun or `lmzh train --nproc N`.
 
 pub mod args;
 pub mod checkpoint;
 pub mod config;
+pub mod distributed;
 pub mod ema;
 mod error;
 pub mod evaluate;

@@ -24,6 +24,7 @@ use unet::UNet;
 
 use crate::checkpoint::{self, Snapshot};
 use crate::config::TrainConfig;
+use crate::distributed::{Dist, DistOptions};
 use crate::ema::Ema;
 use crate::evaluate::{self, Evaluator};
 use crate::optim::AdamW;
@@ -46,6 +47,10 @@ pub struct TrainOptions {
     pub inject_nan_at: Option<u64>,
     /// On resume: train to this many steps instead of the saved config's.
     pub steps: Option<u64>,
+    /// Join the multi-process run that torchrun's variables describe, if any
+    /// (see [`crate::distributed`]); `None`: one process, whatever the
+    /// environment says.
+    pub distributed: Option<DistOptions>,
 }
 
 /// What a finished run reports.
@@ -59,6 +64,12 @@ pub struct Summary {
     pub skipped_steps: u64,
     pub skipped_files: usize,
     pub interrupted: bool,
+    /// This process's rank and the number of processes (0 and 1 alone).
+    pub rank: usize,
+    pub world_size: usize,
+    /// Digest of the trained parameters, equal on every rank
+    /// ([`crate::distributed::digest`]).
+    pub params_digest: u64,
 }
 
 /// Everything a step needs.
@@ -74,6 +85,7 @@ struct State {
     null_label: Option<i64>,
     run: RunDir,
     config_toml: String,
+    dist: Dist,
 }
 
 /// Finds the checkpoint `--resume` names: a checkpoint file, a run folder
@@ -154,7 +166,18 @@ pub fn train(config: TrainConfig, opts: &TrainOptions) -> Result<Summary> {
     };
     config.validate()?;
     let device = config.device.resolve()?;
-    let run = RunDir::create(run_root)?;
+    let dist = match &opts.distributed {
+        Some(o) => Dist::from_env(o, device)?,
+        None => Dist::single(),
+    };
+    let device = dist.device(device);
+    // Only rank 0 writes the run folder.
+    let main = dist.is_main();
+    let run = if main {
+        RunDir::create(run_root)?
+    } else {
+        RunDir { root: run_root }
+    };
 
     // Data.
     let dataset = config.data.source.open(&OpenOptions {
@@ -172,11 +195,12 @@ pub fn train(config: TrainConfig, opts: &TrainOptions) -> Result<Summary> {
         0
     };
     let start_pos = resumed.as_ref().map(|c| c.position).unwrap_or_default();
-    let mut loader = DataLoader::new(
+    let mut loader = DataLoader::sharded(
         dataset,
         config.data.preprocess.clone(),
         config.loader(),
         start_pos,
+        dist.shard(),
     )?;
 
     // Model, optimiser, EMA.
@@ -220,6 +244,7 @@ pub fn train(config: TrainConfig, opts: &TrainOptions) -> Result<Summary> {
         null_label,
         run,
         config_toml,
+        dist,
     };
 
     let mut step = 0;
@@ -228,31 +253,31 @@ pub fn train(config: TrainConfig, opts: &TrainOptions) -> Result<Summary> {
         restore(&mut st, ck)?;
         step = ck.step;
         skipped_steps = ck.skipped_steps;
-        run_dir::truncate_metrics(&st.run.metrics(), step)?;
+        if main {
+            run_dir::truncate_metrics(&st.run.metrics(), step)?;
+        }
         tracing::info!(step, run = %st.run.root.display(), "resumed");
-    } else {
+    } else if main {
         tensor::fs::write_bytes_atomic(&st.run.config(), st.config_toml.as_bytes())?;
     }
-    st.run.write_info(&RunInfo {
-        class_names: if num_classes > 0 {
-            class_names.clone()
-        } else {
-            Vec::new()
-        },
-        null_label: st.null_label,
-        preprocess: st.config.data.preprocess.deterministic(),
-        source: st.config.data.source.to_string(),
-    })?;
-    st.run.write_pipeline_files(&st.scheduler_config)?;
+    sync_replicas(&st)?;
+    if main {
+        write_run_files(&st, &class_names, num_classes)?;
+    }
 
     let (noise, labels) = preview::fixed_inputs(&st.config, &probe, num_classes, device);
-    let mut evaluator = Evaluator::new(&st.config, &probe, num_classes, device)?;
+    let mut evaluator = if main {
+        Evaluator::new(&st.config, &probe, num_classes, device)?
+    } else {
+        None
+    };
     if let (Some(e), Some(_)) = (evaluator.as_mut(), &resumed) {
         e.best = evaluate::best_in_metrics(&st.run.metrics());
     }
     let total = st.config.steps;
     let last = opts.stop_after.map_or(total, |s| s.min(total));
-    let bar = progress_bar(opts.progress, step, total);
+    let bar = progress_bar(opts.progress && main, step, total);
+    let world = st.dist.world_size() as f64;
     let started = Instant::now();
     let mut images = 0usize;
     let mut bad_in_a_row = 0;
@@ -261,11 +286,12 @@ pub fn train(config: TrainConfig, opts: &TrainOptions) -> Result<Summary> {
     let mut interrupted = false;
 
     while step < last {
-        if opts
+        // Every rank stops at the same step when any was interrupted.
+        let stop = opts
             .interrupt
             .as_ref()
-            .is_some_and(|f| f.load(Ordering::SeqCst))
-        {
+            .is_some_and(|f| f.load(Ordering::SeqCst));
+        if st.dist.any(stop)? {
             interrupted = true;
             break;
         }
@@ -285,10 +311,12 @@ pub fn train(config: TrainConfig, opts: &TrainOptions) -> Result<Summary> {
             bad_in_a_row += 1;
             skipped_steps += 1;
             tracing::warn!(step, timesteps = ?out.timesteps, "non-finite loss or gradient; step skipped");
-            run_dir::append_metrics(
-                &st.run.metrics(),
-                &serde_json::json!({"step": step, "skipped": true, "timesteps": out.timesteps}),
-            )?;
+            if main {
+                run_dir::append_metrics(
+                    &st.run.metrics(),
+                    &serde_json::json!({"step": step, "skipped": true, "timesteps": out.timesteps}),
+                )?;
+            }
             if bad_in_a_row >= st.config.log.max_bad_steps {
                 bar.abandon();
                 return Err(Error::Diverged {
@@ -297,8 +325,9 @@ pub fn train(config: TrainConfig, opts: &TrainOptions) -> Result<Summary> {
                 });
             }
         }
-        let rate = images as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        if (step % st.config.log.every.max(1) == 0 || step == last) && !window.is_empty() {
+        // All processes together (each reads as many images per step).
+        let rate = world * images as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        if main && (step % st.config.log.every.max(1) == 0 || step == last) && !window.is_empty() {
             let mean = window.iter().sum::<f64>() / window.len() as f64;
             window.clear();
             run_dir::append_metrics(
@@ -312,12 +341,15 @@ pub fn train(config: TrainConfig, opts: &TrainOptions) -> Result<Summary> {
         }
         bar.set_position(step);
         let every = |k: u64| k > 0 && step % k == 0 && step < last;
-        if every(st.config.log.sample_every) {
+        if main && every(st.config.log.sample_every) {
             write_samples(&st, step, &noise, labels.as_ref())?;
             plot::loss_curve(&st.run.metrics(), &st.run.loss_plot())?;
         }
         if every(st.config.log.checkpoint_every) {
-            save_checkpoint(&st, step, loader.position(), skipped_steps)?;
+            st.dist.check_replicas(&st.params)?;
+            if main {
+                save_checkpoint(&st, step, loader.position(), skipped_steps)?;
+            }
         }
         if let Some(e) = evaluator.as_mut().filter(|_| every(st.config.eval.every)) {
             let fd = run_eval(&st, e, step, loader.position(), skipped_steps)?;
@@ -327,14 +359,17 @@ pub fn train(config: TrainConfig, opts: &TrainOptions) -> Result<Summary> {
     bar.finish_and_clear();
     // Training throughput over the loop; the final save and samples are not training.
     let secs = started.elapsed().as_secs_f64().max(1e-9);
-    save_checkpoint(&st, step, loader.position(), skipped_steps)?;
-    if !interrupted {
-        write_samples(&st, step, &noise, labels.as_ref())?;
-        if let Some(e) = evaluator.as_mut() {
-            run_eval(&st, e, step, loader.position(), skipped_steps)?;
+    let params_digest = st.dist.check_replicas(&st.params)?;
+    if main {
+        save_checkpoint(&st, step, loader.position(), skipped_steps)?;
+        if !interrupted {
+            write_samples(&st, step, &noise, labels.as_ref())?;
+            if let Some(e) = evaluator.as_mut() {
+                run_eval(&st, e, step, loader.position(), skipped_steps)?;
+            }
         }
+        plot::loss_curve(&st.run.metrics(), &st.run.loss_plot())?;
     }
-    plot::loss_curve(&st.run.metrics(), &st.run.loss_plot())?;
     Ok(Summary {
         run_dir: st.run.root.clone(),
         steps: step,
@@ -343,7 +378,41 @@ pub fn train(config: TrainConfig, opts: &TrainOptions) -> Result<Summary> {
         skipped_steps,
         skipped_files: loader.skipped().len(),
         interrupted,
+        rank: st.dist.rank(),
+        world_size: st.dist.world_size(),
+        params_digest,
     })
+}
+
+/// The run's `run.json` and diffusers pipeline files (rank 0).
+fn write_run_files(st: &State, class_names: &[String], num_classes: usize) -> Result<()> {
+    st.run.write_info(&RunInfo {
+        class_names: if num_classes > 0 {
+            class_names.to_vec()
+        } else {
+            Vec::new()
+        },
+        null_label: st.null_label,
+        preprocess: st.config.data.preprocess.deterministic(),
+        source: st.config.data.source.to_string(),
+    })?;
+    st.run.write_pipeline_files(&st.scheduler_config)?;
+    Ok(())
+}
+
+/// Makes every replica start from rank 0's state: parameters and buffers,
+/// EMA and optimiser moments.
+fn sync_replicas(st: &State) -> Result<()> {
+    if st.dist.world_size() == 1 {
+        return Ok(());
+    }
+    // By name: `variables()` is a HashMap, in a different order in each process.
+    let mut vars: Vec<(String, Tensor)> = st.unet.vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut all: Vec<Tensor> = vars.into_iter().map(|(_, t)| t).collect();
+    all.extend(st.ema.shadow().iter().map(|(_, t)| t.shallow_clone()));
+    all.extend(st.opt.state().into_values());
+    st.dist.broadcast_from_main(&all)
 }
 
 struct StepOut {
@@ -361,13 +430,23 @@ fn train_step(
     step: u64,
     inject_nan: bool,
 ) -> Result<StepOut> {
-    tch::manual_seed((tensor::seed::derive_seed(st.config.seed, "step") ^ step) as i64);
+    let step_seed = tensor::seed::derive_seed(st.config.seed, "step") ^ step;
     let accum = st.config.grad_accum;
     let mut loss_sum = Tensor::zeros([], (Kind::Float, st.device));
     let mut images = 0;
     // Kept on the device; read back only to log a skipped step.
     let mut all_t: Vec<Tensor> = Vec::new();
-    for _ in 0..accum {
+    for k in 0..accum {
+        // Micro-batch g of the step, over all ranks: (seed, step) for g = 0
+        // as ever, (seed, step, g) after, so N ranks draw what one process
+        // with N times the accumulation draws.
+        let g = st.dist.micro_batch(k);
+        let seed = if g == 0 {
+            step_seed
+        } else {
+            tensor::seed::derive_seed(step_seed, &format!("micro-batch {g}"))
+        };
+        tch::manual_seed(seed as i64);
         let batch = loader.next_batch()?;
         let x0 = batch.images.to_device(st.device);
         let n = x0.size()[0];
@@ -419,6 +498,17 @@ fn train_step(
         loss.backward();
         loss_sum += loss.detach();
         all_t.push(t);
+    }
+    if st.dist.world_size() > 1 {
+        // Average the loss and the gradients over the ranks (bucketed).
+        let mut all = vec![loss_sum.shallow_clone()];
+        all.extend(
+            st.params
+                .iter()
+                .map(|(_, p)| p.grad())
+                .filter(Tensor::defined),
+        );
+        st.dist.average(&all)?;
     }
     let grad_norm = st.opt.grad_norm();
     // One host sync per step: the divergence guard needs to know.

@@ -1,0 +1,2 @@
+// Stand-in for gloo/common/error.h: see ../README.md.
+#pragma once
