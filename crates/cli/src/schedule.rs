@@ -6,39 +6,15 @@ use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use sampler::cli::forward::ScheduleFlags;
 use schedule::plot::{self, PlotOptions};
 use schedule::{BetaSchedule, Schedule, SchedulerConfig};
 
 /// Flags of `lmzh schedule`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Beta schedule, or a comma-separated list to compare: linear,
-    /// scaled_linear, squaredcos_cap_v2 (alias cosine), sigmoid.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "linear",
-        value_parser = parse_beta_schedule,
-        value_name = "NAME[,NAME...]"
-    )]
-    pub beta_schedule: Vec<BetaSchedule>,
-
-    /// Number of training timesteps T (at least 2).
-    #[arg(long, default_value_t = 1000, value_name = "T")]
-    pub num_train_timesteps: usize,
-
-    /// First beta of linear, scaled_linear and sigmoid (cosine ignores it).
-    #[arg(long, default_value_t = 0.0001)]
-    pub beta_start: f64,
-
-    /// Last beta of linear, scaled_linear and sigmoid (cosine ignores it).
-    #[arg(long, default_value_t = 0.02)]
-    pub beta_end: f64,
-
-    /// Rescale to zero terminal SNR (Lin et al. 2023): the last step becomes
-    /// pure noise (alpha_bar = 0, log-SNR = -inf).
-    #[arg(long)]
-    pub rescale_betas_zero_snr: bool,
+    #[command(flatten)]
+    pub schedule: ScheduleFlags,
 
     /// Take the schedule from a diffusers scheduler_config.json instead.
     #[arg(
@@ -61,10 +37,6 @@ pub struct Args {
     /// Also draw alpha_bar and log-SNR against t into this PNG file.
     #[arg(long, value_name = "FILE.png")]
     pub plot: Option<PathBuf>,
-}
-
-fn parse_beta_schedule(s: &str) -> Result<BetaSchedule, String> {
-    s.parse().map_err(|e: schedule::Error| e.to_string())
 }
 
 /// One schedule to show, with the config it came from.
@@ -109,25 +81,18 @@ fn schedules(args: &Args) -> anyhow::Result<Vec<Shown>> {
             schedule,
         }]);
     }
-    if args.beta_schedule.is_empty() {
+    if args.schedule.beta_schedule.is_empty() {
         bail!("--beta-schedule: name at least one schedule");
     }
     let mut shown: Vec<Shown> = Vec::new();
-    for &beta_schedule in &args.beta_schedule {
+    for &beta_schedule in &args.schedule.beta_schedule {
         if shown
             .iter()
             .any(|s| s.config.beta_schedule == beta_schedule)
         {
             continue;
         }
-        let config = SchedulerConfig {
-            num_train_timesteps: args.num_train_timesteps,
-            beta_start: args.beta_start,
-            beta_end: args.beta_end,
-            beta_schedule,
-            rescale_betas_zero_snr: args.rescale_betas_zero_snr,
-            ..Default::default()
-        };
+        let config = args.schedule.config(beta_schedule);
         let schedule = Schedule::from_config(&config)
             .with_context(|| format!("--beta-schedule {beta_schedule}"))?;
         shown.push(Shown {
@@ -271,7 +236,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            a.beta_schedule,
+            a.schedule.beta_schedule,
             [BetaSchedule::Linear, BetaSchedule::SquaredcosCapV2]
         );
         let shown = schedules(&a).unwrap();

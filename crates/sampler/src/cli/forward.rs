@@ -55,8 +55,18 @@ pub struct Args {
     #[arg(long, value_name = "FILE.json", conflicts_with_all = ["beta_schedule", "num_train_timesteps", "beta_start", "beta_end", "rescale_betas_zero_snr"])]
     pub config: Option<PathBuf>,
 
-    /// Beta schedule: linear, scaled_linear, squaredcos_cap_v2 (alias
-    /// cosine), sigmoid; a comma-separated list gives one row each.
+    /// The schedule, when neither --model nor --config gives it; several
+    /// beta schedules give one row each.
+    #[command(flatten)]
+    pub schedule: ScheduleFlags,
+}
+
+/// The flags that describe a noise schedule, shared by `lmzh forward` and
+/// `lmzh schedule`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScheduleFlags {
+    /// Beta schedule, or a comma-separated list to compare: linear,
+    /// scaled_linear, squaredcos_cap_v2 (alias cosine), sigmoid.
     #[arg(
         long,
         default_value = "linear",
@@ -66,21 +76,37 @@ pub struct Args {
     )]
     pub beta_schedule: Vec<BetaSchedule>,
 
-    /// Number of training timesteps T.
+    /// Number of training timesteps T (at least 2).
     #[arg(long, default_value_t = 1000, value_name = "T")]
     pub num_train_timesteps: usize,
 
-    /// First beta (linear, scaled_linear, sigmoid).
+    /// First beta of linear, scaled_linear and sigmoid (cosine ignores it).
     #[arg(long, default_value_t = 0.0001)]
     pub beta_start: f64,
 
-    /// Last beta (linear, scaled_linear, sigmoid).
+    /// Last beta of linear, scaled_linear and sigmoid (cosine ignores it).
     #[arg(long, default_value_t = 0.02)]
     pub beta_end: f64,
 
-    /// Rescale to zero terminal SNR (the last step is pure noise).
+    /// Rescale to zero terminal SNR (Lin et al. 2023): the last step becomes
+    /// pure noise (alpha_bar = 0, log-SNR = -inf).
     #[arg(long)]
     pub rescale_betas_zero_snr: bool,
+}
+
+impl ScheduleFlags {
+    /// The scheduler config of one of the named beta schedules, with the
+    /// other flags.
+    pub fn config(&self, beta_schedule: BetaSchedule) -> SchedulerConfig {
+        SchedulerConfig {
+            beta_schedule,
+            num_train_timesteps: self.num_train_timesteps,
+            beta_start: self.beta_start,
+            beta_end: self.beta_end,
+            rescale_betas_zero_snr: self.rescale_betas_zero_snr,
+            ..SchedulerConfig::default()
+        }
+    }
 }
 
 fn parse_beta_schedule(s: &str) -> std::result::Result<BetaSchedule, String> {
@@ -124,19 +150,10 @@ fn schedules_of(args: &Args) -> Result<Vec<(String, Schedule)>> {
         (Some(dir), _) => vec![(dir.display().to_string(), scheduler_config_for(dir)?)],
         (None, Some(path)) => vec![(path.display().to_string(), SchedulerConfig::load(path)?)],
         (None, None) => args
+            .schedule
             .beta_schedule
             .iter()
-            .map(|&beta_schedule| {
-                let config = SchedulerConfig {
-                    beta_schedule,
-                    num_train_timesteps: args.num_train_timesteps,
-                    beta_start: args.beta_start,
-                    beta_end: args.beta_end,
-                    rescale_betas_zero_snr: args.rescale_betas_zero_snr,
-                    ..SchedulerConfig::default()
-                };
-                (beta_schedule.to_string(), config)
-            })
+            .map(|&b| (b.to_string(), args.schedule.config(b)))
             .collect(),
     };
     configs
