@@ -3,15 +3,15 @@
 //! with torchrun's variables. Every child is killed by a watchdog, so no test
 //! can hang.
 
+mod common;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use data_pipeline::preprocess::Preprocess;
 use tch::Device;
 use trainer::checkpoint;
-use trainer::config::ModelConfig;
 use trainer::{train, TrainConfig, TrainOptions};
 
 /// `--dist-timeout` of the runs.
@@ -19,34 +19,9 @@ const TIMEOUT_S: u64 = 30;
 /// How long any child may run before it is killed and the test fails.
 const WATCHDOG: Duration = Duration::from_secs(180);
 
-/// A tiny model on 8x8 digits, batch 4 per process (as in tests/train.rs).
+/// A tiny model on 8x8 digits, batch 4 per process, runs under `dir/runs`.
 fn tiny(dir: &Path, name: &str, steps: u64) -> TrainConfig {
-    let mut c = TrainConfig {
-        name: name.to_string(),
-        runs_dir: dir.join("runs"),
-        steps,
-        batch_size: 4,
-        device: tensor::DeviceSpec::Cpu,
-        ..TrainConfig::default()
-    };
-    c.data.preprocess = Preprocess {
-        resolution: Some(8),
-        ..Preprocess::default()
-    };
-    c.model = ModelConfig {
-        class_conditional: true,
-        ..ModelConfig::from_preset("tiny").unwrap()
-    };
-    c.optim.learning_rate = 3e-3;
-    c.optim.warmup_steps = 2;
-    c.log.every = 1;
-    c.log.sample_every = 0;
-    c.log.sample_images = 4;
-    c.log.sample_steps = 2;
-    c.log.sampler = "ddim".into();
-    c.log.checkpoint_every = 0;
-    c.eval.every = 0;
-    c
+    common::tiny(&dir.join("runs"), name, steps, 4)
 }
 
 fn write_config(dir: &Path, c: &TrainConfig) -> PathBuf {

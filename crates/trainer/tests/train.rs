@@ -1,41 +1,16 @@
 //! End-to-end tests of the training loop on a tiny model and 8x8 digits.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
-use data_pipeline::preprocess::Preprocess;
 use tch::Device;
 use trainer::checkpoint;
-use trainer::config::ModelConfig;
 use trainer::{train, TrainConfig, TrainOptions};
 
-/// A run that takes a second or two: tiny U-Net, digits at 8x8, batch 8.
+/// A run that takes a second or two (batch 8).
 fn tiny(dir: &Path, name: &str, steps: u64) -> TrainConfig {
-    let mut c = TrainConfig {
-        name: name.to_string(),
-        runs_dir: dir.to_path_buf(),
-        steps,
-        batch_size: 8,
-        device: tensor::DeviceSpec::Cpu,
-        ..TrainConfig::default()
-    };
-    c.data.preprocess = Preprocess {
-        resolution: Some(8),
-        ..Preprocess::default()
-    };
-    c.model = ModelConfig {
-        class_conditional: true,
-        ..ModelConfig::from_preset("tiny").unwrap()
-    };
-    c.optim.learning_rate = 3e-3;
-    c.optim.warmup_steps = 2;
-    c.log.every = 1;
-    c.log.sample_every = 0;
-    c.log.sample_images = 4;
-    c.log.sample_steps = 2;
-    c.log.sampler = "ddim".into();
-    c.log.checkpoint_every = 0;
-    c.eval.every = 0;
-    c
+    common::tiny(dir, name, steps, 8)
 }
 
 fn opts() -> TrainOptions {
