@@ -3,6 +3,9 @@
 //! linked), plus the c10d shim (`csrc/`), compiled with `cc` against the
 //! same libtorch headers and flags that torch-sys compiles its own C++ with.
 //!
+//! - Autocast (`csrc/amp_shim.cpp`): whenever libtorch's headers are found;
+//!   sets `cfg(lmzh_amp)`. tch reaches only CUDA's autocast state; this one
+//!   sets any device type's (CPU included).
 //! - Gloo (`csrc/c10d_shim.cpp`): always, when libtorch is found; sets
 //!   `cfg(lmzh_c10d)`. Without it, `tensor::distributed` reports at run time
 //!   that the build has no c10d.
@@ -17,7 +20,9 @@ include!("../../build-support/libtorch_common.rs");
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(lmzh_c10d)");
+    println!("cargo::rustc-check-cfg=cfg(lmzh_amp)");
     for f in [
+        "csrc/amp_shim.cpp",
         "csrc/c10d_shim.h",
         "csrc/c10d_shim.cpp",
         "csrc/c10d_nccl.cpp",
@@ -50,16 +55,6 @@ fn main() {
         root.join("include"),
         root.join("include/torch/csrc/api/include"),
     ];
-    if !includes[0]
-        .join("torch/csrc/distributed/c10d/TCPStore.hpp")
-        .is_file()
-    {
-        println!(
-            "cargo:warning=libtorch at {} has no c10d headers; tensor::distributed is disabled",
-            root.display()
-        );
-        return;
-    }
     let abi = env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_string());
     let base = || {
         let mut b = cc::Build::new();
@@ -72,7 +67,20 @@ fn main() {
             .flag("-DGLOG_USE_GLOG_EXPORT");
         b
     };
-
+    if includes[0].join("ATen/autocast_mode.h").is_file() {
+        base().file("csrc/amp_shim.cpp").compile("lmzh_amp");
+        println!("cargo:rustc-cfg=lmzh_amp");
+    }
+    if !includes[0]
+        .join("torch/csrc/distributed/c10d/TCPStore.hpp")
+        .is_file()
+    {
+        println!(
+            "cargo:warning=libtorch at {} has no c10d headers; tensor::distributed is disabled",
+            root.display()
+        );
+        return;
+    }
     let mut have_nccl = false;
     if let Some(dirs) = nccl_includes(&lib) {
         let mut b = base();

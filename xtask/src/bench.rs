@@ -1,5 +1,10 @@
-//! `cargo xtask bench [data]`: the benchmarks, in release mode.
+//! `cargo xtask bench [speed|scaling|sample|data]`: the benchmarks, in
+//! release mode.
 //!
+//! - `speed` (the default): training and sampling against diffusers, fp32
+//!   and bf16, with GFLOP/s and peak RSS (see `bench_speed.rs`).
+//! - `scaling`: our training and sampling at 32/64/128 px and batch
+//!   16/64/256.
 //! - `sample`: our 20-step DPM-Solver++ sampler against diffusers' (see
 //!   `bench_sample.rs`).
 //! - `data`: loader throughput (decode + augment + batch) on the bundled IDX
@@ -11,13 +16,25 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 pub fn run(args: &[String]) -> Result<()> {
-    let which = args.first().map(String::as_str).unwrap_or("data");
+    let which = match args.first().map(String::as_str) {
+        None => "speed",
+        Some(flag) if flag.starts_with("--") => "speed",
+        Some(name) => name,
+    };
+    let rest = if args.first().is_some_and(|a| !a.starts_with("--")) {
+        &args[1..]
+    } else {
+        args
+    };
+    if which == "speed" || which == "scaling" {
+        return crate::bench_speed::run(&crate::bench_speed::parse(rest, which == "scaling")?);
+    }
     if which == "sample" {
         return crate::bench_sample::run(&sample_options(&args[1..])?);
     }
     let benches: &[(&str, &str)] = match which {
         "data" => &[("data-pipeline", "loader"), ("trainer", "data_vs_train")],
-        other => bail!("unknown benchmark {other:?}; available: data, sample"),
+        other => bail!("unknown benchmark {other:?}; available: speed, scaling, sample, data"),
     };
     for (package, bench) in benches {
         let status = Command::new(env!("CARGO"))

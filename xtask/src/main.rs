@@ -12,6 +12,7 @@
 
 mod bench;
 mod bench_sample;
+mod bench_speed;
 mod ci;
 mod data;
 mod doctor;
@@ -32,7 +33,11 @@ commands:
                     as .libtorch; respects a LIBTORCH you set yourself
   doctor            check libtorch path, version and pins, rpath, CUDA linking and devices
   ci                setup if needed, then tidy, fmt, clippy, tests, docs, doctor
-  bench [data|sample] [flags]
+  bench [speed|scaling|sample|data] [flags]
+                    speed (default): lmzh bench against diffusers, train and sample,
+                    fp32 and bf16, img/s, GFLOP/s, peak RSS; JSON in target/bench/
+                    ([--layouts grey32,ddpm-cifar10] [--rounds N] [--device cpu|cuda]);
+                    scaling: ours at 32/64/128 px and batch 16/64/256;
                     data: loader throughput against the trainer's consumption;
                     sample: our dpm++2m sampler against diffusers on the same weights
                     ([--layout default|cifar10] [--num-images N] [--rounds R] [--profile P])

@@ -3,6 +3,7 @@
 //! Each subcommand reuses the argument structs of the crate that does the
 //! work, so `lmzh <cmd>` and that crate's own binary accept the same flags.
 
+mod bench;
 mod denoise;
 mod doctor;
 mod edit;
@@ -28,6 +29,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Measure training and sampling speed on this machine (img/s, GFLOP/s,
+    /// peak RSS) with a random-weight model; `cargo xtask bench` compares
+    /// with diffusers.
+    Bench(bench::Args),
     /// Report the libtorch this binary runs on: path, version, threads, CUDA.
     Doctor(doctor::Args),
     /// Sample-quality metrics (FD, KID, precision/recall, density/coverage)
@@ -64,6 +69,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    tensor::runtime::tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -73,6 +79,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Bench(args) => bench::run(&args),
         Command::Doctor(args) => doctor::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Sample(args) => sample::run(&args),

@@ -21,6 +21,7 @@ fn run(args: &sampler::cli::Args) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    tensor::runtime::tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -18,6 +18,16 @@ pub enum Error {
     #[error("invalid dtype {name:?}: expected one of f32, f64, bf16, f16")]
     InvalidDType { name: String },
 
+    #[error("invalid precision {name:?}: expected fp32 (or no), bf16 or fp16")]
+    InvalidPrecision { name: String },
+
+    #[error("{precision} autocast on {device} is not available: {reason}")]
+    AutocastUnavailable {
+        precision: String,
+        device: String,
+        reason: String,
+    },
+
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -150,6 +150,35 @@ fn cuda_device_name(index: i64) -> Option<String> {
     None
 }
 
+/// Sets glibc's allocator up for tensor work; every LMZH binary calls it
+/// first thing in `main`.
+///
+/// libtorch allocates each CPU tensor with `posix_memalign`. With glibc's
+/// defaults, blocks above a few MiB (activations and their gradients) are
+/// fresh `mmap`s that go back to the kernel on free, so every training step
+/// page-faults its whole working set in again, zero-filled: a quarter of a
+/// step's time on a 2-core machine. This keeps blocks up to 32 MiB (the
+/// largest glibc allows) in the heap and stops it trimming the heap top,
+/// so a step reuses the last step's pages. Peak memory is unchanged; the
+/// resident size stays near the peak instead of falling between steps.
+///
+/// A `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_` or `MALLOC_TOP_PAD_`
+/// in the environment wins over the setting it names. Other platforms: no-op.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let set = |env: &str, param: c_int, value: c_int| {
+            if std::env::var_os(env).is_none() {
+                // SAFETY: mallopt only changes allocator parameters.
+                unsafe { libc::mallopt(param, value) };
+            }
+        };
+        set("MALLOC_MMAP_THRESHOLD_", libc::M_MMAP_THRESHOLD, 32 << 20);
+        set("MALLOC_TRIM_THRESHOLD_", libc::M_TRIM_THRESHOLD, c_int::MAX);
+        set("MALLOC_TOP_PAD_", libc::M_TOP_PAD, 64 << 20);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,6 +45,13 @@ pub struct Args {
     pub device: Option<String>,
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Compute precision: fp32, or bf16 autocast (f32 master weights; fast
+    /// on GPUs and on CPUs with AVX512-BF16 or AMX only).
+    #[arg(long, value_name = "fp32|bf16")]
+    pub mixed_precision: Option<String>,
+    /// Run the U-Net in channels-last memory format.
+    #[arg(long)]
+    pub channels_last: bool,
     /// Any setting as KEY=VALUE, e.g. `--set optim.warmup_steps=200` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -102,6 +109,12 @@ impl Args {
         }
         if let Some(v) = self.seed {
             sets.push(format!("seed={v}"));
+        }
+        if let Some(v) = &self.mixed_precision {
+            sets.push(format!("mixed_precision={}", quoted(v)));
+        }
+        if self.channels_last {
+            sets.push("channels_last=true".into());
         }
         sets.extend(self.set.iter().cloned());
         for s in &sets {

@@ -16,6 +16,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    tensor::runtime::tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -209,7 +209,11 @@ pub fn train(config: TrainConfig, opts: &TrainOptions) -> Result<Summary> {
             .model
             .unet_config(probe.channels as i64, probe.height as i64, num_classes)?;
     tch::manual_seed(tensor::seed::derive_seed(config.seed, "init") as i64);
-    let unet = UNet::new(&unet_config, device)?;
+    let mut unet = UNet::new(&unet_config, device)?;
+    if config.channels_last {
+        unet.to_channels_last();
+    }
+    tensor::amp::check(config.mixed_precision, device)?;
     let mut params: Vec<(String, Tensor)> = unet
         .vs
         .variables()
@@ -415,6 +419,51 @@ fn sync_replicas(st: &State) -> Result<()> {
     st.dist.broadcast_from_main(&all)
 }
 
+/// One micro-batch of the objective: clean images, the noise drawn for them,
+/// their timesteps and (class-conditional models) their labels after label
+/// dropout.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    pub x0: &'a Tensor,
+    pub noise: &'a Tensor,
+    /// `[N]` integer timesteps.
+    pub t: &'a Tensor,
+    pub labels: Option<&'a Tensor>,
+}
+
+/// The training loss of one micro-batch: the (optionally weighted) MSE
+/// between the model's output on x_t and its target for the prediction
+/// type, averaged over the batch, as an f32 scalar ready for `backward`.
+///
+/// With `precision` bf16 the U-Net's forward pass runs under autocast (and
+/// so, by autograd, its backward pass); the noising, the target and the loss
+/// stay in f32. Dropout is on.
+pub fn objective(
+    unet: &UNet,
+    schedule: &Schedule,
+    noise_config: &crate::config::NoiseConfig,
+    precision: tensor::Precision,
+    batch: &Batch<'_>,
+) -> Result<Tensor> {
+    let x_t = schedule.add_noise(batch.x0, batch.noise, batch.t)?;
+    let device = unet.model.device();
+    let pred = tensor::amp::autocast(device, precision, || {
+        unet.forward_t(&x_t, batch.t, batch.labels, true)
+    })??
+    .to_kind(Kind::Float);
+    let target = schedule.target(noise_config.prediction_type, batch.x0, batch.noise, batch.t)?;
+    let per_sample = (pred - target)
+        .square()
+        .mean_dim([1i64, 2, 3].as_slice(), false, Kind::Float);
+    let w = noise_config.loss_weighting.weights(
+        schedule,
+        noise_config.prediction_type,
+        batch.t,
+        Kind::Float,
+    )?;
+    Ok((per_sample * w).mean(Kind::Float))
+}
+
 struct StepOut {
     loss: f64,
     grad_norm: f64,
@@ -476,22 +525,19 @@ fn train_step(
             }
             _ => None,
         };
-        let x_t = st.schedule.add_noise(&x0, &noise, &t)?;
-        let pred = st.unet.forward_t(&x_t, &t, labels.as_ref(), true)?;
-        let target = st
-            .schedule
-            .target(st.config.noise.prediction_type, &x0, &noise, &t)?;
-        let per_sample =
-            (pred - target)
-                .square()
-                .mean_dim([1i64, 2, 3].as_slice(), false, Kind::Float);
-        let w = st.config.noise.loss_weighting.weights(
+        let batch = Batch {
+            x0: &x0,
+            noise: &noise,
+            t: &t,
+            labels: labels.as_ref(),
+        };
+        let mut loss = objective(
+            &st.unet,
             &st.schedule,
-            st.config.noise.prediction_type,
-            &t,
-            Kind::Float,
-        )?;
-        let mut loss = (per_sample * w).mean(Kind::Float) / accum as f64;
+            &st.config.noise,
+            st.config.mixed_precision,
+            &batch,
+        )? / accum as f64;
         if inject_nan {
             loss *= f64::NAN;
         }

@@ -44,6 +44,10 @@ pub struct UNet2DModel {
     pub up_blocks: Vec<UpBlock>,
     pub conv_norm_out: nn::GroupNorm,
     pub conv_out: nn::Conv2D,
+    /// Run in channels-last memory format: the input is converted on the way
+    /// in (the weights by [`crate::UNet::to_channels_last`]). The output is
+    /// returned in that format too; values are the same either way.
+    pub channels_last: bool,
 }
 
 impl UNet2DModel {
@@ -181,6 +185,7 @@ impl UNet2DModel {
                 cfg.norm_eps,
             ),
             conv_out: layers::conv2d(&vs / "conv_out", ch[0], cfg.out_channels, 3, 1, 1),
+            channels_last: false,
         })
     }
 
@@ -238,6 +243,11 @@ impl UNet2DModel {
         let timesteps = self.broadcast_timesteps(timesteps, n)?;
 
         let sample = sample.to_device(device).to_kind(kind);
+        let sample = if self.channels_last {
+            tensor::layout::to_channels_last(&sample)
+        } else {
+            sample
+        };
         let sample = if cfg.center_input_sample {
             sample * 2.0 - 1.0
         } else {
