@@ -156,13 +156,7 @@ fn model_bench(args: &Args, mode: &str, device: Device) -> Result<serde_json::Va
 
 /// Seconds for `args.steps` optimiser steps, after the warm-up.
 fn train(unet: &UNet, args: &Args, shape: [i64; 4], device: Device) -> Result<f64> {
-    let mut params: Vec<(String, Tensor)> = unet
-        .vs
-        .variables()
-        .into_iter()
-        .filter(|(_, t)| t.requires_grad())
-        .collect();
-    params.sort_by(|a, b| a.0.cmp(&b.0));
+    let params = trainer::train::trainable_params(unet);
     let mut opt = trainer::optim::AdamW::new(
         params
             .iter()

@@ -214,13 +214,7 @@ pub fn train(config: TrainConfig, opts: &TrainOptions) -> Result<Summary> {
         unet.to_channels_last();
     }
     tensor::amp::check(config.mixed_precision, device)?;
-    let mut params: Vec<(String, Tensor)> = unet
-        .vs
-        .variables()
-        .into_iter()
-        .filter(|(_, t)| t.requires_grad())
-        .collect();
-    params.sort_by(|a, b| a.0.cmp(&b.0));
+    let params = trainable_params(&unet);
     let opt = AdamW::new(
         params
             .iter()
@@ -417,6 +411,19 @@ fn sync_replicas(st: &State) -> Result<()> {
     all.extend(st.ema.shadow().iter().map(|(_, t)| t.shallow_clone()));
     all.extend(st.opt.state().into_values());
     st.dist.broadcast_from_main(&all)
+}
+
+/// The model's trained tensors by name, in name order (the order of the
+/// optimiser state, the EMA and the gradient buckets).
+pub fn trainable_params(unet: &UNet) -> Vec<(String, Tensor)> {
+    let mut params: Vec<(String, Tensor)> = unet
+        .vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .collect();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    params
 }
 
 /// One micro-batch of the objective: clean images, the noise drawn for them,
