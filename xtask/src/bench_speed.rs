@@ -107,17 +107,12 @@ pub fn run(o: &Options) -> Result<()> {
     std::fs::create_dir_all(&out_dir)?;
     let gpu = o.device.starts_with("cuda");
 
-    let peak = |precision: &str, who: &str| -> Result<f64> {
+    let peak = |precision: &str| -> Result<f64> {
         let args = ["matmul", "--precision", precision, "--device", &o.device].map(String::from);
-        let v = if who == "ours" {
-            run_ours(&ours, &args)?
-        } else {
-            run_peer(&args)?
-        };
-        num(&v, "gflop_per_s")
+        num(&run_ours(&ours, &args)?, "gflop_per_s")
     };
-    let fp32_peak = peak("fp32", "ours")?;
-    let bf16_peak = peak("bf16", "ours")?;
+    let fp32_peak = peak("fp32")?;
+    let bf16_peak = peak("bf16")?;
     let native_bf16 = gpu || bf16_peak > fp32_peak;
     println!(
         "matmul on {}: fp32 {fp32_peak:.0} GFLOP/s, bf16 {bf16_peak:.0} GFLOP/s ({})",
@@ -191,9 +186,7 @@ pub fn run(o: &Options) -> Result<()> {
     // Ratios against the peer's fp32 eager row of the same layout and mode.
     for i in 0..rows.len() {
         let base = rows.iter().find(|r| {
-            r["who"] == "diffusers"
-                && r["precision"] == "fp32"
-                && r["label"] == "diffusers fp32"
+            r["label"] == "diffusers fp32"
                 && r["layout"] == rows[i]["layout"]
                 && r["mode"] == rows[i]["mode"]
         });
