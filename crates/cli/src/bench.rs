@@ -68,6 +68,18 @@ pub struct Args {
     /// Intra-op threads [default: libtorch's, one per core].
     #[arg(long)]
     pub threads: Option<i32>,
+
+    /// sample: classifier-free guidance scale (1: none). Guidance runs the
+    /// model on a conditional and an unconditional branch (label 0 and 1,
+    /// which the random-weight model ignores: what is timed is the cost of
+    /// the two branches).
+    #[arg(long, default_value_t = 1.0)]
+    pub guidance_scale: f64,
+
+    /// sample: run the two guidance branches one after the other instead of
+    /// as one forward pass of twice the batch.
+    #[arg(long)]
+    pub guidance_sequential: bool,
 }
 
 /// The U-Net of `name`: a preset or `grey32`, at `size` if given.
@@ -208,10 +220,17 @@ fn train(unet: &UNet, args: &Args, shape: [i64; 4], device: Device) -> Result<f6
 /// Seconds for one sampling run of `args.steps` model evaluations.
 fn sample(unet: &UNet, args: &Args, shape: [i64; 4], device: Device) -> Result<f64> {
     let config = SchedulerConfig::default();
-    let model = |x: &Tensor, t: &Tensor, c: Option<&Tensor>| {
-        sampler::cli::forward_in(unet, args.precision, x, t, c)
+    // The layouts are unconditional: the labels only select the branch.
+    let unconditional = |x: &Tensor, t: &Tensor, _c: &sampler::Cond| -> sampler::Result<Tensor> {
+        Ok(unet.forward(x, t, None)?)
     };
+    let model = sampler::Autocast::new(&unconditional, args.precision);
     let x_t = Tensor::randn(shape, (Kind::Float, device));
+    let labels = |v: i64| sampler::Cond::labels(Tensor::full([shape[0]], v, (Kind::Int64, device)));
+    let mut conditioning = sampler::Conditioning::guided(labels(0), args.guidance_scale, labels(1));
+    if let Some(g) = conditioning.guidance.as_mut() {
+        g.batched = !args.guidance_sequential;
+    }
     let run = |steps: usize| -> Result<()> {
         let mut solver = sampler::solver::by_name(
             "dpm++2m",
@@ -219,12 +238,12 @@ fn sample(unet: &UNet, args: &Args, shape: [i64; 4], device: Device) -> Result<f
             steps,
             &sampler::solver::SolverOptions::default(),
         )?;
-        let out = sampler::sample::sample(
+        let out = sampler::sample(
             &model,
             solver.as_mut(),
             &x_t,
-            &sampler::sample::Conditioning::default(),
-            &mut sampler::noise::TorchRng,
+            &conditioning,
+            &mut sampler::TorchRng,
             &mut |_| {},
         )?;
         // One read of the result, as the sampler does when it writes images.
@@ -319,6 +338,8 @@ mod tests {
                 channels_last: true,
                 device: "cpu".into(),
                 threads: None,
+                guidance_scale: if mode == "sample" { 2.0 } else { 1.0 },
+                guidance_sequential: false,
             };
             let v = model_bench(&args, mode, Device::Cpu).unwrap();
             assert!(v["img_per_s"].as_f64().unwrap() > 0.0, "{v}");

@@ -5,8 +5,8 @@
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
+use crate::forward::ScheduleFlags;
 use anyhow::{bail, Context};
-use sampler::cli::forward::ScheduleFlags;
 use schedule::plot::{self, PlotOptions};
 use schedule::{BetaSchedule, Schedule, SchedulerConfig};
 

@@ -12,9 +12,11 @@
 //! - [`extractor`]: bundled nets, net files, or a TorchScript module.
 //! - [`reference`](mod@reference): features and statistics of a reference data set, cached.
 //! - [`images`]: loading sample folders and data sets; noise and blur.
-//! - [`cli`]: `lmzh eval` and `lmzh eval train-features`.
+//! - `cli` (feature `cli`, on by default): `lmzh eval` and `lmzh eval
+//!   train-features`.
 
 pub mod builtin;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod error;
 pub mod extractor;

@@ -22,12 +22,11 @@
 //! stochastic solvers then draw their step noise from the same generator.
 //!
 //! The editing commands live in submodules, each with its `Args` and `run`:
-//! [`edit`] (`lmzh edit`), [`inpaint`], [`denoise`], [`interpolate`] and
-//! [`forward`]; [`model`] holds what they share.
+//! [`edit`] (`lmzh edit`), [`inpaint`], [`denoise`] and [`interpolate`];
+//! [`model`] holds what they share.
 
 pub mod denoise;
 pub mod edit;
-pub mod forward;
 pub mod inpaint;
 pub mod interpolate;
 pub mod model;
@@ -36,15 +35,17 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use schedule::SchedulerConfig;
 use tch::{Device, Kind, Tensor};
 use tensor::image::{save_grid, save_image, BitDepth};
 use tensor::DeviceSpec;
 use unet::config::ClassEmbedding;
 use unet::UNet;
 
+use crate::denoiser::Autocast;
+use crate::guidance::Conditioning;
 use crate::noise::TorchRng;
-use crate::sample::{sample, Conditioning};
+use crate::pipeline::Pipeline;
+use crate::sample::sample;
 use crate::solver::{by_name, SolverOptions};
 use crate::trajectory::{Format, Recorder};
 use crate::{Error, Result};
@@ -145,18 +146,6 @@ pub struct Args {
     pub guidance_scale: f64,
 }
 
-/// The U-Net's output in f32, its forward pass run in `precision`.
-pub fn forward_in(
-    unet: &UNet,
-    precision: tensor::Precision,
-    x: &Tensor,
-    t: &Tensor,
-    c: Option<&Tensor>,
-) -> Result<Tensor> {
-    let out = tensor::amp::autocast(unet.model.device(), precision, || unet.forward(x, t, c))??;
-    Ok(out.f_to_kind(Kind::Float)?)
-}
-
 /// What a run wrote.
 #[derive(Debug, Clone)]
 pub struct Summary {
@@ -181,39 +170,7 @@ impl std::fmt::Display for Summary {
     }
 }
 
-/// The scheduler config that goes with a model folder: the pipeline's
-/// `scheduler/scheduler_config.json` (also when `dir` is the pipeline's
-/// `unet/`), else diffusers' default DDPM training schedule.
-pub fn scheduler_config_for(dir: &Path) -> Result<SchedulerConfig> {
-    let candidates = [
-        dir.join("scheduler").join("scheduler_config.json"),
-        dir.join("scheduler_config.json"),
-        dir.join("..")
-            .join("scheduler")
-            .join("scheduler_config.json"),
-    ];
-    for path in candidates {
-        if path.is_file() {
-            tracing::info!(path = %path.display(), "scheduler config");
-            return Ok(SchedulerConfig::load(&path)?);
-        }
-    }
-    if dir.join("model_index.json").is_file() {
-        tracing::warn!(
-            "{}: pipeline folder without scheduler/scheduler_config.json; using the default DDPM schedule",
-            dir.display()
-        );
-    }
-    default_scheduler_config()
-}
-
-/// diffusers' `DDPMScheduler()` training schedule, with every other key
-/// absent (so each solver takes its own defaults for them).
-pub fn default_scheduler_config() -> Result<SchedulerConfig> {
-    Ok(SchedulerConfig::from_json_str(
-        r#"{"num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear"}"#,
-    )?)
-}
+pub use crate::pipeline::{default_scheduler_config, scheduler_config_for};
 
 /// Reads `--init-noise`: exactly one float tensor of shape [N, C, H, W].
 pub fn load_noise(path: &Path, chw: [i64; 3]) -> Result<Tensor> {
@@ -246,8 +203,14 @@ pub fn load_noise(path: &Path, chw: [i64; 3]) -> Result<Tensor> {
     Ok(t.to_kind(Kind::Float))
 }
 
-/// Parses `--labels` and checks it against the model's class table.
-fn class_labels(args: &Args, unet: &UNet, n: usize) -> Result<Option<(Tensor, Option<i64>)>> {
+/// Parses `--labels` and checks it against the model's class table; with
+/// guidance, also returns the unconditional label.
+fn class_labels(
+    args: &Args,
+    pipe: &Pipeline,
+    unet: &UNet,
+    n: usize,
+) -> Result<Option<(Tensor, Option<i64>)>> {
     let guided = args.guidance_scale != 1.0;
     let classes = match unet.config().class_embedding()? {
         None => {
@@ -267,18 +230,21 @@ fn class_labels(args: &Args, unet: &UNet, n: usize) -> Result<Option<(Tensor, Op
             )))
         }
     };
-    // With guidance the last row is the unconditional label.
-    let usable = if guided { classes - 1 } else { classes };
+    // With guidance the null label (run.json's, else the last row) is the
+    // unconditional one.
+    let null = pipe.null_label(unet.config()).unwrap_or(classes - 1);
+    let usable = if guided {
+        null.min(classes - 1)
+    } else {
+        classes
+    };
     if usable < 1 {
         return Err(Error::Labels(format!(
             "num_class_embeds = {classes} leaves no class besides the unconditional one"
         )));
     }
     let given: Vec<i64> = match &args.labels {
-        Some(text) => {
-            let names = args.model.as_deref().map(class_names).unwrap_or_default();
-            parse_labels(text, &names, "--labels")?
-        }
+        Some(text) => parse_labels(text, pipe.class_names(), "--labels")?,
         None => (0..usable).collect(),
     };
     if given.is_empty() {
@@ -289,7 +255,7 @@ fn class_labels(args: &Args, unet: &UNet, n: usize) -> Result<Option<(Tensor, Op
             format!(
                 "expected 0..={} (label {} is the unconditional one used by guidance)",
                 usable - 1,
-                classes - 1
+                null
             )
         } else {
             format!("expected 0..={}", usable - 1)
@@ -297,10 +263,7 @@ fn class_labels(args: &Args, unet: &UNet, n: usize) -> Result<Option<(Tensor, Op
         return Err(Error::Labels(format!("label {bad} is out of range: {why}")));
     }
     let labels: Vec<i64> = (0..n).map(|i| given[i % given.len()]).collect();
-    Ok(Some((
-        Tensor::from_slice(&labels),
-        guided.then_some(classes - 1),
-    )))
+    Ok(Some((Tensor::from_slice(&labels), guided.then_some(null))))
 }
 
 /// Samples images as the flags say and writes them.
@@ -324,20 +287,15 @@ pub fn run(args: &Args) -> Result<Summary> {
         ..args.clone()
     };
     let model_dir = args.model.as_ref().expect("set above");
-    let config = scheduler_config_for(model_dir)?;
+    let pipe = Pipeline::open(model_dir)?;
+    let config = &pipe.scheduler;
     let options = SolverOptions {
         eta: args.eta,
         use_karras_sigmas: args.karras.then_some(true),
     };
     // Check the solver and its steps before loading the weights.
-    let mut solver = by_name(&args.sampler, &config, args.steps, &options)?;
-    let mut unet = UNet::load(model_dir, device).map_err(|e| match e {
-        unet::Error::Io { .. } => Error::ModelFolder {
-            path: model_dir.clone(),
-            reason: e.to_string(),
-        },
-        other => Error::Unet(other),
-    })?;
+    let mut solver = by_name(&args.sampler, config, args.steps, &options)?;
+    let mut unet = pipe.load_unet(device)?;
     if args.channels_last {
         unet.to_channels_last();
     }
@@ -381,7 +339,7 @@ pub fn run(args: &Args) -> Result<Summary> {
         }
     };
     let n = x_t.size()[0] as usize;
-    let labels = class_labels(args, &unet, n)?;
+    let labels = class_labels(args, &pipe, &unet, n)?;
 
     let evals = solver.timesteps().len();
     let batches = n.div_ceil(args.batch_size);
@@ -398,9 +356,7 @@ pub fn run(args: &Args) -> Result<Summary> {
         .trajectory
         .as_ref()
         .map(|_| Recorder::new(args.trajectory_images, args.trajectory_frames, evals));
-    let model = |x: &Tensor, t: &Tensor, c: Option<&Tensor>| -> Result<Tensor> {
-        forward_in(&unet, args.precision, x, t, c)
-    };
+    let model = Autocast::new(&unet, args.precision);
     let mut outputs = Vec::with_capacity(batches);
     for b in 0..batches {
         let lo = b * args.batch_size;
@@ -409,11 +365,11 @@ pub fn run(args: &Args) -> Result<Summary> {
         let batch_labels = labels
             .as_ref()
             .map(|(l, _)| l.narrow(0, lo as i64, len).to_device(device));
-        let conditioning = Conditioning {
-            class_labels: batch_labels.as_ref(),
-            guidance_scale: args.guidance_scale,
-            null_label: labels.as_ref().and_then(|(_, null)| *null),
-        };
+        let conditioning = Conditioning::class(
+            batch_labels,
+            args.guidance_scale,
+            labels.as_ref().and_then(|(_, null)| *null),
+        )?;
         let out = sample(
             &model,
             solver.as_mut(),
@@ -508,21 +464,6 @@ pub(crate) fn parse_labels(text: &str, names: &[String], flag: &str) -> Result<V
         .collect()
 }
 
-/// Class names from a trainer run's `run.json` (empty when there is none).
-pub(crate) fn class_names(model_dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(model_dir.join("run.json"))
-        .ok()
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-        .and_then(|v| {
-            v.get("class_names")?
-                .as_array()?
-                .iter()
-                .map(|n| n.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod run_dir_tests {
     use super::*;
@@ -544,17 +485,5 @@ mod run_dir_tests {
         let new = fake_run(root.path(), "new");
         std::fs::create_dir_all(root.path().join("not-a-run")).unwrap();
         assert_eq!(newest_run(root.path()).unwrap(), new);
-    }
-
-    #[test]
-    fn class_names_come_from_run_json() {
-        let root = tempfile::tempdir().unwrap();
-        assert!(class_names(root.path()).is_empty());
-        std::fs::write(
-            root.path().join("run.json"),
-            r#"{"class_names": ["zero", "one"]}"#,
-        )
-        .unwrap();
-        assert_eq!(class_names(root.path()), ["zero", "one"]);
     }
 }

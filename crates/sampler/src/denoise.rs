@@ -21,7 +21,9 @@
 use tch::{Kind, Tensor};
 
 use crate::ddim::Ddim;
-use crate::sample::{sample, Conditioning, Model, StepInfo};
+use crate::denoiser::Denoiser;
+use crate::guidance::Conditioning;
+use crate::sample::{sample, StepInfo};
 use crate::solver::Solver;
 use crate::{Error, Result};
 
@@ -97,12 +99,12 @@ pub struct Denoised {
 /// runs deterministic DDIM from t down to 0 through the timesteps below t of
 /// `steps`-step DDIM over the model's schedule (`config`).
 pub fn denoise(
-    model: &Model<'_>,
+    model: &dyn Denoiser,
     config: &schedule::SchedulerConfig,
     noisy: &Tensor,
     sigma: f64,
     steps: usize,
-    conditioning: &Conditioning<'_>,
+    conditioning: &Conditioning,
     progress: &mut dyn FnMut(&StepInfo<'_>),
 ) -> Result<Denoised> {
     if !(sigma.is_finite() && sigma >= 0.0) {

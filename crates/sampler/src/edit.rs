@@ -22,25 +22,25 @@
 //! gain).
 //!
 //! ```no_run
-//! use sampler::{by_name, edit, Conditioning, SolverOptions, TorchRng};
+//! use sampler::{by_name, edit, Cond, Conditioning, Pipeline, SolverOptions, TorchRng};
 //! use tch::{Device, Kind, Tensor};
 //!
-//! let config = sampler::cli::scheduler_config_for("assets/models/digits".as_ref())?;
-//! let unet = unet::UNet::load("assets/models/digits", Device::Cpu)?;
-//! let model = |x: &Tensor, t: &Tensor, c: Option<&Tensor>| Ok(unet.forward(x, t, c)?);
-//! let mut solver = by_name("ddim", &config, 50, &SolverOptions::default())?;
+//! let pipe = Pipeline::open("assets/models/digits")?;
+//! let unet = pipe.load_unet(Device::Cpu)?;
+//! let mut solver = by_name("ddim", &pipe.scheduler, 50, &SolverOptions::default())?;
 //! let image = tensor::image::load_image("digit.png")?.unsqueeze(0); // [1, 1, 28, 28]
 //! let noise = Tensor::randn([1, 1, 28, 28], (Kind::Float, Device::Cpu));
-//! let labels = Tensor::from_slice(&[8i64]);
-//! let conditioning = Conditioning { class_labels: Some(&labels), ..Default::default() };
-//! let edited = edit(&model, solver.as_mut(), &image, 0.6, &noise, &conditioning, &mut TorchRng, &mut |_| {})?;
+//! let conditioning = Conditioning::from(Cond::labels(Tensor::from_slice(&[8i64])));
+//! let edited = edit(&unet, solver.as_mut(), &image, 0.6, &noise, &conditioning, &mut TorchRng, &mut |_| {})?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use tch::{Kind, Tensor};
 
+use crate::denoiser::Denoiser;
+use crate::guidance::Conditioning;
 use crate::noise::NoiseSource;
-use crate::sample::{sample_from, Conditioning, Model, StepInfo};
+use crate::sample::{sample_from, StepInfo};
 use crate::solver::{add_noise, inference_steps, Solver};
 use crate::{Error, Result};
 
@@ -67,12 +67,12 @@ pub fn start_position(solver: &dyn Solver, strength: f64) -> Result<usize> {
 /// [`crate::sample()`] from `noise`.
 #[allow(clippy::too_many_arguments)]
 pub fn edit(
-    model: &Model<'_>,
+    model: &dyn Denoiser,
     solver: &mut dyn Solver,
     image: &Tensor,
     strength: f64,
     noise: &Tensor,
-    conditioning: &Conditioning<'_>,
+    conditioning: &Conditioning,
     rng: &mut dyn NoiseSource,
     progress: &mut dyn FnMut(&StepInfo<'_>),
 ) -> Result<Tensor> {

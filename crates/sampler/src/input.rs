@@ -53,12 +53,6 @@ impl InputSpec {
         Ok(InputSpec { chw, preprocess: p })
     }
 
-    /// For the model in `model_dir` (a pipeline or U-Net folder) with
-    /// samples of `chw`: reads `run.json` next to it, if there is one.
-    pub fn for_model_dir(model_dir: &Path, chw: [i64; 3]) -> Result<Self> {
-        Self::new(chw, saved_preprocess(model_dir)?.as_ref())
-    }
-
     /// Loads one image as a `[C, H, W]` tensor in [-1, 1].
     pub fn load(&self, path: &Path) -> Result<Tensor> {
         let img = tensor::image::decode(path)?;
@@ -134,42 +128,6 @@ impl InputSpec {
         let grey = spec.load(path)?;
         Ok(grey.gt(0.0).to_kind(tch::Kind::Float))
     }
-}
-
-/// The `preprocess` of the `run.json` next to a model folder (in it, or in
-/// its parent when it is a pipeline's `unet/`), if there is one.
-pub fn saved_preprocess(model_dir: &Path) -> Result<Option<Preprocess>> {
-    let Some(value) = run_json(model_dir)? else {
-        return Ok(None);
-    };
-    match value.get("preprocess") {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(p) => serde_json::from_value::<Preprocess>(p.clone())
-            .map(Some)
-            .map_err(|e| Error::ModelFolder {
-                path: model_dir.join("run.json"),
-                reason: format!("preprocess: {e}"),
-            }),
-    }
-}
-
-/// The parsed `run.json` of a model folder (or its parent), if there is one.
-pub fn run_json(model_dir: &Path) -> Result<Option<serde_json::Value>> {
-    for path in [model_dir.join("run.json"), model_dir.join("../run.json")] {
-        if path.is_file() {
-            let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
-                path: path.clone(),
-                source,
-            })?;
-            return serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| Error::ModelFolder {
-                    path,
-                    reason: format!("not valid JSON: {e}"),
-                });
-        }
-    }
-    Ok(None)
 }
 
 fn input_error(path: &Path, reason: String) -> Error {

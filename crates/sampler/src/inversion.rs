@@ -30,8 +30,10 @@ use schedule::SchedulerConfig;
 use tch::{Kind, Tensor};
 
 use crate::ddim::{x0_and_eps, Ddim};
+use crate::denoiser::Denoiser;
+use crate::guidance::{Conditioning, Guided};
 use crate::noise::TorchRng;
-use crate::sample::{sample, Conditioning, Guided, Model, StepInfo};
+use crate::sample::{sample, StepInfo};
 use crate::solver::{Solver, StepIndex};
 use crate::{Error, Result};
 
@@ -42,10 +44,10 @@ use crate::{Error, Result};
 /// land on the sample below: x_t += sqrt(a / a') (x_t' - step(x_t)).
 /// `progress(done, total)` is called after every model evaluation.
 pub fn ddim_invert(
-    model: &Model<'_>,
+    model: &dyn Denoiser,
     ddim: &mut Ddim,
     x0: &Tensor,
-    conditioning: &Conditioning<'_>,
+    conditioning: &Conditioning,
     refine: usize,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Tensor> {
@@ -150,12 +152,6 @@ pub fn inversion_ddim(config: &SchedulerConfig, steps: usize) -> Result<Ddim> {
 pub struct InterpolateOptions {
     /// Frames from a to b, both ends included (at least 2).
     pub frames: usize,
-    /// One class label for the inversion and every frame.
-    pub class_label: Option<i64>,
-    /// Classifier-free guidance scale (1: none).
-    pub guidance_scale: f64,
-    /// The unconditional label, when guiding.
-    pub null_label: Option<i64>,
     /// Fixed-point corrections per inversion step (see [`ddim_invert`]).
     pub refine: usize,
 }
@@ -164,9 +160,6 @@ impl Default for InterpolateOptions {
     fn default() -> Self {
         InterpolateOptions {
             frames: 8,
-            class_label: None,
-            guidance_scale: 1.0,
-            null_label: None,
             refine: 1,
         }
     }
@@ -175,13 +168,15 @@ impl Default for InterpolateOptions {
 /// The frames between `a` and `b` (each `[C, H, W]` in the model's space):
 /// both DDIM-inverted with `ddim` (build it with [`inversion_ddim`]), their
 /// noises slerped at evenly spaced points from 0 (a) to 1 (b), and each
-/// point decoded by DDIM. Returns `[frames, C, H, W]`; `progress(done,
-/// total)` counts model evaluations.
+/// point decoded by DDIM, all with `conditioning` (batch 1: one
+/// conditioning for both images and every frame). Returns `[frames, C, H,
+/// W]`; `progress(done, total)` counts model evaluations.
 pub fn interpolate(
-    model: &Model<'_>,
+    model: &dyn Denoiser,
     ddim: &mut Ddim,
     a: &Tensor,
     b: &Tensor,
+    conditioning: &Conditioning,
     options: &InterpolateOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Tensor> {
@@ -198,27 +193,15 @@ pub fn interpolate(
             b.size()
         )));
     }
-    let device = a.device();
-    let labels = |n: usize| {
-        options
-            .class_label
-            .map(|l| Tensor::full([n as i64], l, (Kind::Int64, device)))
-    };
-    let conditioning = |labels| Conditioning {
-        class_labels: labels,
-        guidance_scale: options.guidance_scale,
-        null_label: options.null_label,
-    };
     let steps = ddim.timesteps().len();
     let inversion = steps * (1 + options.refine);
     let total = inversion + steps;
     let pair = Tensor::f_stack(&[a, b], 0)?;
-    let pair_labels = labels(2);
     let latents = ddim_invert(
         model,
         ddim,
         &pair,
-        &conditioning(pair_labels.as_ref()),
+        conditioning,
         options.refine,
         &mut |d, _| progress(d, total),
     )?;
@@ -227,12 +210,11 @@ pub fn interpolate(
         .map(|k| slerp(&la, &lb, k as f64 / (frames - 1) as f64))
         .collect::<Result<_>>()?;
     let x_t = Tensor::f_cat(&points, 0)?;
-    let frame_labels = labels(frames);
     sample(
         model,
         ddim,
         &x_t,
-        &conditioning(frame_labels.as_ref()),
+        conditioning,
         &mut TorchRng,
         &mut |info: &StepInfo<'_>| progress(inversion + info.index + 1, total),
     )
@@ -272,7 +254,7 @@ mod tests {
         let image = Tensor::rand([2, 1, 4, 4], opts) * 2.0 - 1.0;
         let oracle = {
             let image = image.shallow_clone();
-            move |_x: &Tensor, _t: &Tensor, _l: Option<&Tensor>| -> Result<Tensor> {
+            move |_x: &Tensor, _t: &Tensor, _c: &crate::Cond| -> Result<Tensor> {
                 Ok(image.shallow_clone())
             }
         };

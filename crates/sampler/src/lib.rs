@@ -1,6 +1,15 @@
-//! Reverse-process solvers for DDPM-family diffusion models, exact against
-//! diffusers 0.42.1, and the sampling loop with classifier-free guidance.
+//! The reverse process of DDPM-family diffusion models: solvers exact
+//! against diffusers 0.42.1, one sampling loop for every model, classifier-
+//! free guidance on any conditioning, and editing with a trained model.
 //!
+//! - [`denoiser`]: the [`Denoiser`] trait the loop calls (the U-Net,
+//!   closures and wrappers implement it) and [`Cond`], what a model is
+//!   conditioned on (class labels, text embeddings, extra input channels).
+//! - [`guidance`]: [`Conditioning`] = a [`Cond`] plus an optional
+//!   [`Guidance`] (scale and unconditional branch: null label, empty or
+//!   negative prompt), cond and uncond run as one batched forward pass.
+//! - [`pipeline`]: [`Pipeline`], a diffusers pipeline, model or run folder
+//!   resolved in one place (U-Net, scheduler config, `run.json`).
 //! - [`solver`]: the [`Solver`] trait (one `step` signature, per-sample
 //!   positions allowed) and [`by_name`], which builds a `Box<dyn Solver>`
 //!   from a name and a diffusers `scheduler_config.json`.
@@ -8,8 +17,7 @@
 //!   (ancestral; `fixed_small`, `fixed_large`, `learned_range` variances),
 //!   [`ddim`] (eta), [`dpm_solver`] (DPM-Solver++ multistep, order 1-3),
 //!   [`euler`], [`euler_ancestral`], [`heun`] (Karras sigmas optional).
-//! - [`sample`](mod@sample): the loop, the same for every solver, with
-//!   classifier-free guidance.
+//! - [`sample`](mod@sample): the loop, the same for every solver.
 //! - [`noise`]: where stochastic solvers draw their noise (libtorch's
 //!   seeded generator, or recorded draws).
 //! - [`trajectory`]: pictures of x_t and the predicted x_0 along the way.
@@ -18,37 +26,43 @@
 //!   (real noisy images, with a noise estimator), [`inversion`] (DDIM
 //!   inversion and interpolation), and [`input`] (image files preprocessed
 //!   as the model's training data).
-//! - [`cli`]: the flags and the run of `sampler` / `lmzh sample`, and of
-//!   `lmzh edit | inpaint | denoise | interpolate | forward`.
+//! - `cli` (feature `cli`, on by default): the flags and the run of
+//!   `sampler` / `lmzh sample`, and of `lmzh edit | inpaint | denoise |
+//!   interpolate | forward`. Depend with `default-features = false` for
+//!   the library alone (no clap, indicatif or tracing-subscriber).
 //!
 //! ```no_run
-//! use sampler::{by_name, sample, Conditioning, SolverOptions, TorchRng};
-//! use schedule::SchedulerConfig;
+//! use sampler::{by_name, sample, Conditioning, Pipeline, SolverOptions, TorchRng};
 //! use tch::{Device, Kind, Tensor};
 //!
-//! let config = SchedulerConfig::load("ddpm-cifar10-32/scheduler/scheduler_config.json")?;
-//! let unet = unet::UNet::load("ddpm-cifar10-32", Device::Cpu)?;
-//! let mut solver = by_name("dpm++2m", &config, 20, &SolverOptions::default())?;
-//! let x_t = Tensor::randn([4, 3, 32, 32], (Kind::Float, Device::Cpu));
-//! let model = |x: &Tensor, t: &Tensor, c: Option<&Tensor>| Ok(unet.forward(x, t, c)?);
-//! let x0 = sample(&model, solver.as_mut(), &x_t, &Conditioning::default(), &mut TorchRng, &mut |_| {})?;
+//! let pipe = Pipeline::open("assets/models/digits")?;
+//! let unet = pipe.load_unet(Device::Cpu)?;
+//! let mut solver = by_name("dpm++2m", &pipe.scheduler, 20, &SolverOptions::default())?;
+//! let x_t = Tensor::randn([10, 1, 28, 28], (Kind::Float, Device::Cpu));
+//! let labels = Tensor::arange(10, (Kind::Int64, Device::Cpu));
+//! let cond = Conditioning::class(Some(labels), 2.0, pipe.null_label(unet.config()))?;
+//! let x0 = sample(&unet, solver.as_mut(), &x_t, &cond, &mut TorchRng, &mut |_| {})?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "cli")]
 pub mod cli;
 mod common;
 pub mod ddim;
 pub mod ddpm;
 pub mod denoise;
+pub mod denoiser;
 pub mod dpm_solver;
 pub mod edit;
 mod error;
 pub mod euler;
 pub mod euler_ancestral;
+pub mod guidance;
 pub mod heun;
 pub mod input;
 pub mod inversion;
 pub mod noise;
+pub mod pipeline;
 pub mod repaint;
 pub mod sample;
 pub mod solver;
@@ -56,13 +70,16 @@ pub mod trajectory;
 
 pub use common::{threshold_sample, X0Processing};
 pub use denoise::{denoise, estimate_noise_sigma, Denoised};
+pub use denoiser::{Autocast, Cond, Denoiser};
 pub use edit::edit;
 pub use error::{Error, Result};
+pub use guidance::{guide, Conditioning, Guidance};
 pub use input::InputSpec;
 pub use inversion::{ddim_invert, interpolate, inversion_ddim, slerp, InterpolateOptions};
 pub use noise::{NoiseSource, ReplayNoise, TorchRng};
+pub use pipeline::{Pipeline, RunInfo};
 pub use repaint::{inpaint, RePaint};
-pub use sample::{sample, sample_from, Conditioning, Model, StepInfo};
+pub use sample::{sample, sample_from, StepInfo};
 pub use solver::{
     add_noise, by_name, inference_steps, Solver, SolverOptions, StepIndex, StepOutput, SOLVER_NAMES,
 };

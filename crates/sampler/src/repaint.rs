@@ -38,8 +38,10 @@ use tch::{Kind, Tensor};
 
 use crate::common::{check_steps, Keys, Tables, X0Processing};
 use crate::ddim::{discrete_tables, x0_and_eps};
+use crate::denoiser::Denoiser;
+use crate::guidance::{Conditioning, Guided};
 use crate::noise::NoiseSource;
-use crate::sample::{Conditioning, Guided, Model, StepInfo};
+use crate::sample::StepInfo;
 use crate::solver::StepOutput;
 use crate::{Error, Result};
 
@@ -205,11 +207,11 @@ impl RePaint {
 /// of the result is `image` exactly. `progress` is called after every model
 /// evaluation (its `index` counts evaluations).
 pub fn inpaint(
-    model: &Model<'_>,
+    model: &dyn Denoiser,
     repaint: &RePaint,
     image: &Tensor,
     fill: &Tensor,
-    conditioning: &Conditioning<'_>,
+    conditioning: &Conditioning,
     noise: &mut dyn NoiseSource,
     progress: &mut dyn FnMut(&StepInfo<'_>),
 ) -> Result<Tensor> {
@@ -299,7 +301,7 @@ mod tests {
         let fill = Tensor::zeros([1, 1, 4, 4], opts);
         let _ = fill.narrow(3, 2, 2).fill_(1.0);
         let model =
-            |x: &Tensor, _t: &Tensor, _l: Option<&Tensor>| -> Result<Tensor> { Ok(x.zeros_like()) };
+            |x: &Tensor, _t: &Tensor, _c: &crate::Cond| -> Result<Tensor> { Ok(x.zeros_like()) };
         let draws = repaint.timesteps().len() + 1;
         let mut noise = ReplayNoise::new(&Tensor::randn([draws as i64, 2, 1, 4, 4], opts));
         let mut evals = 0;

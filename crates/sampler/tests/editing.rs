@@ -6,10 +6,10 @@
 use std::path::PathBuf;
 
 use data_pipeline::source::SourceSpec;
-use sampler::cli::scheduler_config_for;
+use sampler::pipeline::scheduler_config_for;
 use sampler::{
     by_name, ddim_invert, denoise, edit, estimate_noise_sigma, inpaint, inversion_ddim, sample,
-    Conditioning, RePaint, ReplayNoise, SolverOptions, SOLVER_NAMES,
+    Cond, Conditioning, Denoiser, RePaint, ReplayNoise, SolverOptions, SOLVER_NAMES,
 };
 use schedule::SchedulerConfig;
 use tch::{Device, Kind, Tensor};
@@ -34,8 +34,8 @@ impl Fixture {
         }
     }
 
-    fn model(&self) -> impl Fn(&Tensor, &Tensor, Option<&Tensor>) -> sampler::Result<Tensor> + '_ {
-        |x, t, c| Ok(self.unet.forward(x, t, c)?)
+    fn model(&self) -> &dyn Denoiser {
+        &self.unet
     }
 }
 
@@ -73,10 +73,7 @@ fn edit_strength_0_is_the_input_and_strength_1_is_plain_sampling() {
     let model = f.model();
     let x0 = digits(&[1507, 4007]);
     let l = labels(&[8, 1]);
-    let cond = Conditioning {
-        class_labels: Some(&l),
-        ..Default::default()
-    };
+    let cond = Conditioning::from(Cond::labels(l));
     tch::manual_seed(0);
     let noise = Tensor::randn([2, 1, 28, 28], (Kind::Float, Device::Cpu));
     let draws = Tensor::randn([40, 2, 1, 28, 28], (Kind::Float, Device::Cpu));
@@ -84,7 +81,7 @@ fn edit_strength_0_is_the_input_and_strength_1_is_plain_sampling() {
         let mut solver = by_name(name, &f.config, 8, &SolverOptions::default()).unwrap();
         let mut rng = ReplayNoise::new(&draws);
         let same = edit(
-            &model,
+            model,
             solver.as_mut(),
             &x0,
             0.0,
@@ -97,7 +94,7 @@ fn edit_strength_0_is_the_input_and_strength_1_is_plain_sampling() {
         assert!(same.equal(&x0), "{name}: strength 0 changed the image");
         let mut evals = 0;
         let edited = edit(
-            &model,
+            model,
             solver.as_mut(),
             &x0,
             1.0,
@@ -109,7 +106,7 @@ fn edit_strength_0_is_the_input_and_strength_1_is_plain_sampling() {
         .unwrap();
         assert_eq!(evals, solver.timesteps().len(), "{name}");
         let plain = sample(
-            &model,
+            model,
             solver.as_mut(),
             &noise,
             &cond,
@@ -129,17 +126,14 @@ fn a_weak_edit_stays_closer_to_the_input_than_a_strong_one() {
     let model = f.model();
     let x0 = digits(&[7, 2507]);
     let l = labels(&[10, 10]);
-    let cond = Conditioning {
-        class_labels: Some(&l),
-        ..Default::default()
-    };
+    let cond = Conditioning::from(Cond::labels(l));
     tch::manual_seed(1);
     let noise = Tensor::randn([2, 1, 28, 28], (Kind::Float, Device::Cpu));
     let mut errors = Vec::new();
     for strength in [0.3, 1.0] {
         let mut solver = by_name("ddim", &f.config, 20, &SolverOptions::default()).unwrap();
         let out = edit(
-            &model,
+            model,
             solver.as_mut(),
             &x0,
             strength,
@@ -164,17 +158,14 @@ fn inpainting_keeps_the_known_region() {
     let model = f.model();
     let x0 = digits(&[7, 3007]);
     let l = labels(&[10, 10]);
-    let cond = Conditioning {
-        class_labels: Some(&l),
-        ..Default::default()
-    };
+    let cond = Conditioning::from(Cond::labels(l));
     // Fill the right half.
     let fill = Tensor::zeros([1, 1, 28, 28], (Kind::Float, Device::Cpu));
     let _ = fill.narrow(3, 14, 14).fill_(1.0);
     let repaint = RePaint::new(&f.config, 20, 5, 2, 1.0).unwrap();
     tensor::seed::seed_everything(2);
     let out = inpaint(
-        &model,
+        model,
         &repaint,
         &x0,
         &fill,
@@ -214,16 +205,13 @@ fn denoising_lowers_the_error_to_the_clean_image() {
     let model = f.model();
     let x0 = digits(&[7, 1007, 2007, 4507]);
     let l = labels(&[10; 4]);
-    let cond = Conditioning {
-        class_labels: Some(&l),
-        ..Default::default()
-    };
+    let cond = Conditioning::from(Cond::labels(l));
     let sigma = 0.2;
     tch::manual_seed(3);
     // sigma in [0, 1] pixel units is 2 sigma in the model's [-1, 1].
     let noisy = &x0 + Tensor::randn([4, 1, 28, 28], (Kind::Float, Device::Cpu)) * (2.0 * sigma);
     let estimate = estimate_noise_sigma(&noisy).unwrap();
-    let done = denoise(&model, &f.config, &noisy, sigma, 50, &cond, &mut |_| {}).unwrap();
+    let done = denoise(model, &f.config, &noisy, sigma, 50, &cond, &mut |_| {}).unwrap();
     let (before, after) = (mse(&noisy, &x0), mse(&done.images, &x0));
     eprintln!(
         "denoise sigma {sigma}: timestep {} ({} DDIM steps), MSE {before:.5} -> {after:.5}; \
@@ -234,7 +222,7 @@ fn denoising_lowers_the_error_to_the_clean_image() {
     assert!((estimate - sigma).abs() < 0.15 * sigma, "{estimate}");
     // The same noise clipped to [0, 1] and quantised to 8 bits, as in a PNG.
     let png = ((noisy.clamp(-1.0, 1.0) + 1.0) * 127.5).round() / 127.5 - 1.0;
-    let done = denoise(&model, &f.config, &png, sigma, 50, &cond, &mut |_| {}).unwrap();
+    let done = denoise(model, &f.config, &png, sigma, 50, &cond, &mut |_| {}).unwrap();
     let (before, after) = (mse(&png, &x0), mse(&done.images, &x0));
     eprintln!("denoise sigma {sigma}, clipped 8-bit input: MSE {before:.5} -> {after:.5}");
     assert!(after < before, "{before} -> {after}");
@@ -246,15 +234,12 @@ fn ddim_inversion_then_sampling_reconstructs() {
     let model = f.model();
     let x0 = digits(&[7, 3507]);
     let l = labels(&[10, 10]);
-    let cond = Conditioning {
-        class_labels: Some(&l),
-        ..Default::default()
-    };
+    let cond = Conditioning::from(Cond::labels(l));
     for (refine, bound) in [(0, 5e-2), (1, 1e-2)] {
         let mut ddim = inversion_ddim(&f.config, 50).unwrap();
-        let x_t = ddim_invert(&model, &mut ddim, &x0, &cond, refine, &mut |_, _| {}).unwrap();
+        let x_t = ddim_invert(model, &mut ddim, &x0, &cond, refine, &mut |_, _| {}).unwrap();
         let back = sample(
-            &model,
+            model,
             &mut ddim,
             &x_t,
             &cond,

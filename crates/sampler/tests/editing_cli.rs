@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 use data_pipeline::source::SourceSpec;
 use image::{DynamicImage, GrayImage, Luma};
-use sampler::cli::{denoise, edit, forward, inpaint, interpolate};
+use sampler::cli::{denoise, edit, inpaint, interpolate};
 
 #[derive(Debug, Parser)]
 struct Cmd<A: clap::Args> {
@@ -244,7 +244,7 @@ fn denoise_reports_the_timestep_and_the_error() {
 }
 
 #[test]
-fn interpolate_and_forward_write_strips() {
+fn interpolate_writes_a_strip() {
     let dir = tempfile::tempdir().unwrap();
     let inputs = write_digits(dir.path(), &[507, 3507]);
     let out = dir.path().join("strip.png");
@@ -268,32 +268,4 @@ fn interpolate_and_forward_write_strips() {
     ]);
     interpolate::run(&args).unwrap();
     assert_eq!(size_of(&out), (5 * 30 + 2, 30 + 2));
-
-    let out = dir.path().join("forward.png");
-    let args: forward::Args = parse(&[
-        "--image",
-        &inputs[0],
-        "--beta-schedule",
-        "linear,cosine",
-        "--steps",
-        "0,500,999",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    let summary = forward::run(&args).unwrap();
-    assert_eq!(summary.rows.len(), 2);
-    assert_eq!(summary.rows[1].1.len(), 3);
-    assert_eq!(size_of(&out), (3 * 30 + 2, 2 * 30 + 2));
-    let args: forward::Args = parse(&[
-        "--image",
-        &inputs[0],
-        "--model",
-        &model(),
-        "--steps",
-        "0,1000",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    let e = forward::run(&args).unwrap_err().to_string();
-    assert!(e.contains("timestep 1000"), "{e}");
 }

@@ -110,7 +110,7 @@ fn trajectories_match_diffusers() {
             continue;
         }
         let learned = solver.uses_predicted_variance();
-        let model = |x: &Tensor, t: &Tensor, _: Option<&Tensor>| Ok(analytic(x, t, learned));
+        let model = |x: &Tensor, t: &Tensor, _: &sampler::Cond| Ok(analytic(x, t, learned));
         let result = if case["noise"].as_bool().unwrap() {
             let mut noise = ReplayNoise::new(&tensors[&format!("{name}/noise")]);
             let out = sample(

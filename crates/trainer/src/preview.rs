@@ -67,14 +67,11 @@ pub fn sample(
     let options = sampler::SolverOptions::default();
     let mut solver = sampler::by_name(spec.sampler, scheduler, spec.steps, &options)?;
     let guided = labels.is_some() && null_label.is_some() && spec.guidance_scale != 1.0;
-    let conditioning = sampler::Conditioning {
-        class_labels: labels,
-        guidance_scale: if guided { spec.guidance_scale } else { 1.0 },
-        null_label,
-    };
-    let model = |x: &Tensor, t: &Tensor, c: Option<&Tensor>| Ok(unet.forward(x, t, c)?);
+    let scale = if guided { spec.guidance_scale } else { 1.0 };
+    let conditioning =
+        sampler::Conditioning::class(labels.map(Tensor::shallow_clone), scale, null_label)?;
     let out = sampler::sample(
-        &model,
+        unet,
         solver.as_mut(),
         noise,
         &conditioning,

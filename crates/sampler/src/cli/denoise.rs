@@ -16,7 +16,6 @@ use super::model::{
     mse_pixels, progress_bar, write_images, write_rows, ClassArgs, LoadedModel, ModelArgs,
 };
 use crate::denoise::{denoise, estimate_noise_sigma};
-use crate::sample::Conditioning;
 use crate::{Error, Result};
 
 /// Flags of `lmzh denoise`.
@@ -142,7 +141,7 @@ pub fn run(args: &Args) -> Result<Summary> {
         Some(loaded.load_images(&args.reference)?)
     };
     let n = images.size()[0];
-    let labels = loaded.labels(&args.class, n as usize)?;
+    let conditioning = loaded.conditioning(&args.class, n as usize)?;
     tensor::seed::seed_everything(args.model.seed);
     let model = loaded.model();
     let mut outputs = Vec::with_capacity(n as usize);
@@ -153,15 +152,10 @@ pub fn run(args: &Args) -> Result<Summary> {
             Some(s) if !args.estimate => (s, false),
             _ => (estimate_noise_sigma(&noisy)?, true),
         };
-        let label = labels.as_ref().map(|l| l.narrow(0, i as i64, 1));
-        let conditioning = Conditioning {
-            class_labels: label.as_ref(),
-            guidance_scale: args.class.guidance_scale,
-            null_label: loaded.null_label(),
-        };
+        let conditioning = conditioning.narrow(i as i64, 1)?;
         let bar = progress_bar(args.steps, format!("denoise {}", path.display()));
         let done = denoise(
-            &model,
+            model,
             &loaded.scheduler,
             &noisy,
             sigma,

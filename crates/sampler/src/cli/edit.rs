@@ -15,7 +15,6 @@ use super::model::{
 };
 use crate::edit::{edit, start_position};
 use crate::noise::TorchRng;
-use crate::sample::Conditioning;
 use crate::solver::{by_name, SolverOptions};
 use crate::{Error, Result};
 
@@ -125,12 +124,7 @@ pub fn run(args: &Args) -> Result<Summary> {
         .collect::<Result<_>>()?;
     let images = loaded.load_images(&args.image)?;
     let n = images.size()[0];
-    let labels = loaded.labels(&args.class, n as usize)?;
-    let conditioning = Conditioning {
-        class_labels: labels.as_ref(),
-        guidance_scale: args.class.guidance_scale,
-        null_label: loaded.null_label(),
-    };
+    let conditioning = loaded.conditioning(&args.class, n as usize)?;
     tensor::seed::seed_everything(args.model.seed);
     let noise = cpu_noise(&images.size(), loaded.device);
     let len = solver.timesteps().len();
@@ -141,7 +135,7 @@ pub fn run(args: &Args) -> Result<Summary> {
     let mut runs = Vec::with_capacity(starts.len());
     for (&strength, &at) in args.strength.iter().zip(&starts) {
         let out = edit(
-            &model,
+            model,
             solver.as_mut(),
             &images,
             strength,

@@ -15,7 +15,6 @@ use tch::Tensor;
 use super::model::{progress_bar, write_images, write_rows, ClassArgs, LoadedModel, ModelArgs};
 use crate::noise::TorchRng;
 use crate::repaint::{inpaint, RePaint};
-use crate::sample::Conditioning;
 use crate::Result;
 
 /// Flags of `lmzh inpaint`.
@@ -114,17 +113,12 @@ pub fn run(args: &Args) -> Result<Summary> {
         .collect::<Result<_>>()?;
     let fill = masks[0].unsqueeze(0).to_device(loaded.device);
     let n = images.size()[0];
-    let labels = loaded.labels(&args.class, n as usize)?;
-    let conditioning = Conditioning {
-        class_labels: labels.as_ref(),
-        guidance_scale: args.class.guidance_scale,
-        null_label: loaded.null_label(),
-    };
+    let conditioning = loaded.conditioning(&args.class, n as usize)?;
     tensor::seed::seed_everything(args.model.seed);
     let bar = progress_bar(repaint.model_evaluations(), "inpaint, RePaint".into());
     let model = loaded.model();
     let out = inpaint(
-        &model,
+        model,
         &repaint,
         &images,
         &fill,

@@ -96,24 +96,20 @@ pub fn run(args: &Args) -> Result<Summary> {
         labels: args.label.clone(),
         guidance_scale: args.guidance_scale,
     };
-    let label = loaded
-        .labels_from(&class, 1, "--label")?
-        .map(|l| l.int64_value(&[0]));
+    let conditioning = loaded.conditioning_from(&class, 1, "--label")?;
     let total = args.steps * (2 + args.refine);
     let bar = progress_bar(total, "interpolate".into());
     let model = loaded.model();
     let options = InterpolateOptions {
         frames: args.frames,
-        class_label: label,
-        guidance_scale: args.guidance_scale,
-        null_label: loaded.null_label(),
         refine: args.refine,
     };
     let frames = interpolate(
-        &model,
+        model,
         &mut ddim,
         &pair.get(0),
         &pair.get(1),
+        &conditioning,
         &options,
         &mut |done, _| bar.set_position(done as u64),
     )?;

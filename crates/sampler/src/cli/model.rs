@@ -12,8 +12,11 @@ use tensor::DeviceSpec;
 use unet::config::ClassEmbedding;
 use unet::UNet;
 
-use super::{newest_run, parse_labels, scheduler_config_for};
-use crate::input::{run_json, InputSpec};
+use super::{newest_run, parse_labels};
+use crate::denoiser::Denoiser;
+use crate::guidance::Conditioning;
+use crate::input::InputSpec;
+use crate::pipeline::Pipeline;
 use crate::{Error, Result};
 
 /// The model flags of every editing command.
@@ -78,14 +81,8 @@ impl LoadedModel {
             Some(dir) => dir.clone(),
             None => newest_run(&args.runs_dir)?,
         };
-        let scheduler = scheduler_config_for(&dir)?;
-        let unet = UNet::load(&dir, device).map_err(|e| match e {
-            unet::Error::Io { .. } => Error::ModelFolder {
-                path: dir.clone(),
-                reason: e.to_string(),
-            },
-            other => Error::Unet(other),
-        })?;
+        let pipe = Pipeline::open(&dir)?;
+        let unet = pipe.load_unet(device)?;
         let cfg = unet.config();
         let Some((h, w)) = cfg.sample_hw() else {
             return Err(Error::ModelFolder {
@@ -93,7 +90,7 @@ impl LoadedModel {
                 reason: "config.json has no sample_size, so the image size is unknown".into(),
             });
         };
-        let input = InputSpec::for_model_dir(&dir, [cfg.in_channels, h, w])?;
+        let input = pipe.input_spec([cfg.in_channels, h, w])?;
         let classes = match cfg.class_embedding()? {
             None => None,
             Some(ClassEmbedding::Table(k)) => Some(k),
@@ -104,21 +101,9 @@ impl LoadedModel {
                 )))
             }
         };
-        let run = run_json(&dir)?;
-        let class_names = run
-            .as_ref()
-            .and_then(|v| v.get("class_names")?.as_array().cloned())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|n| n.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let null_label = classes.map(|k| {
-            run.as_ref()
-                .and_then(|v| v.get("null_label")?.as_i64())
-                .unwrap_or(k - 1)
-        });
+        let class_names = pipe.class_names().to_vec();
+        let null_label = pipe.null_label(cfg);
+        let scheduler = pipe.scheduler.clone();
         Ok(LoadedModel {
             dir,
             unet,
@@ -132,8 +117,25 @@ impl LoadedModel {
     }
 
     /// The model as the sampling functions take it.
-    pub fn model(&self) -> impl Fn(&Tensor, &Tensor, Option<&Tensor>) -> Result<Tensor> + '_ {
-        |x, t, c| Ok(self.unet.forward(x, t, c)?)
+    pub fn model(&self) -> &dyn Denoiser {
+        &self.unet
+    }
+
+    /// The conditioning of `n` images from the class flags (see
+    /// [`LoadedModel::labels`]), guided towards them with the null label.
+    pub fn conditioning(&self, class: &ClassArgs, n: usize) -> Result<Conditioning> {
+        self.conditioning_from(class, n, "--labels")
+    }
+
+    /// [`LoadedModel::conditioning`] with the flag named `flag` in errors.
+    pub fn conditioning_from(
+        &self,
+        class: &ClassArgs,
+        n: usize,
+        flag: &str,
+    ) -> Result<Conditioning> {
+        let labels = self.labels_from(class, n, flag)?;
+        Conditioning::class(labels, class.guidance_scale, self.null_label)
     }
 
     /// The unconditional label of a class-conditional model: run.json's

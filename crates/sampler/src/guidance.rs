@@ -1,0 +1,323 @@
+//! Classifier-free guidance (Ho & Salimans 2022) on any conditioning.
+//!
+//! A [`Conditioning`] is the batch's [`Cond`] plus, optionally, a
+//! [`Guidance`]: a scale s and the unconditional branch, whatever the model
+//! conditions on: the null label of a class model, the empty-prompt
+//! embedding or a negative prompt of a text model. Each model evaluation
+//! then computes uncond + s (cond - uncond). Both branches run as one
+//! batched forward pass (the unconditional half first, as diffusers'
+//! pipelines do) unless [`Guidance::batched`] is off, which runs them one
+//! after the other (half the peak memory). With a model that predicts its
+//! variance (2C output channels) only the first C channels are guided and
+//! the variance comes from the conditional branch.
+
+use tch::Tensor;
+
+use crate::denoiser::{Cond, Denoiser};
+use crate::{Error, Result};
+
+/// The unconditional branch and the scale of classifier-free guidance.
+#[derive(Debug)]
+pub struct Guidance {
+    /// s in uncond + s (cond - uncond); 1 is the conditional output alone.
+    pub scale: f64,
+    /// What the unconditional branch is conditioned on; it must set the
+    /// same fields as the conditional one (batch N or 1).
+    pub uncond: Cond,
+    /// Both branches in one forward pass of twice the batch (default), or
+    /// one after the other.
+    pub batched: bool,
+}
+
+impl Guidance {
+    /// Guidance of `scale` towards the conditioning, away from `uncond`,
+    /// batched.
+    pub fn new(scale: f64, uncond: Cond) -> Self {
+        Guidance {
+            scale,
+            uncond,
+            batched: true,
+        }
+    }
+}
+
+/// The conditioning of a batch and its guidance.
+#[derive(Debug, Default)]
+pub struct Conditioning {
+    /// What the model is conditioned on.
+    pub cond: Cond,
+    /// Classifier-free guidance, if any.
+    pub guidance: Option<Guidance>,
+}
+
+impl From<Cond> for Conditioning {
+    fn from(cond: Cond) -> Self {
+        Conditioning {
+            cond,
+            guidance: None,
+        }
+    }
+}
+
+impl Conditioning {
+    /// `cond` guided with `scale` away from `uncond` (no guidance when the
+    /// scale is 1).
+    pub fn guided(cond: Cond, scale: f64, uncond: Cond) -> Self {
+        Conditioning {
+            cond,
+            guidance: (scale != 1.0).then(|| Guidance::new(scale, uncond)),
+        }
+    }
+
+    /// A class-conditional batch: `labels` (`[N]`), guided with `scale`
+    /// away from the model's unconditional label `null_label`. Errors when
+    /// guidance is asked for without labels or without a null label.
+    pub fn class(labels: Option<Tensor>, scale: f64, null_label: Option<i64>) -> Result<Self> {
+        let Some(labels) = labels else {
+            if scale != 1.0 {
+                return Err(Error::Labels(format!(
+                    "guidance scale {scale} needs a class-conditional model and labels"
+                )));
+            }
+            return Ok(Conditioning::default());
+        };
+        if scale == 1.0 {
+            return Ok(Cond::labels(labels).into());
+        }
+        let null = null_label.ok_or_else(|| {
+            Error::Labels("classifier-free guidance needs the unconditional (null) label".into())
+        })?;
+        let nulls = labels.f_full_like(null)?;
+        Ok(Conditioning::guided(
+            Cond::labels(labels),
+            scale,
+            Cond::labels(nulls),
+        ))
+    }
+
+    /// Samples `start..start + len` of the batch (a batch-1 unconditional
+    /// branch is kept whole).
+    pub fn narrow(&self, start: i64, len: i64) -> Result<Conditioning> {
+        let guidance = match &self.guidance {
+            Some(g) => Some(Guidance {
+                scale: g.scale,
+                uncond: narrow_unless_one(&g.uncond, start, len)?,
+                batched: g.batched,
+            }),
+            None => None,
+        };
+        Ok(Conditioning {
+            cond: narrow_unless_one(&self.cond, start, len)?,
+            guidance,
+        })
+    }
+}
+
+/// [`Cond::narrow`], leaving fields of batch 1 (shared by every sample).
+fn narrow_unless_one(c: &Cond, start: i64, len: i64) -> Result<Cond> {
+    let f = |t: &Option<Tensor>| -> Result<Option<Tensor>> {
+        Ok(match t {
+            Some(t) if t.size().first() != Some(&1) => Some(t.f_narrow(0, start, len)?),
+            Some(t) => Some(t.shallow_clone()),
+            None => None,
+        })
+    };
+    Ok(Cond {
+        class_labels: f(&c.class_labels)?,
+        encoder_hidden_states: f(&c.encoder_hidden_states)?,
+        encoder_attention_mask: f(&c.encoder_attention_mask)?,
+        extra_channels: f(&c.extra_channels)?,
+    })
+}
+
+/// One model evaluation with the batch's conditioning, checked once per
+/// batch: the conditional branch alone, or both branches when guiding.
+#[derive(Debug)]
+pub(crate) struct Guided {
+    cond: Cond,
+    /// With guidance: the unconditional branch, and both branches in one
+    /// batch (unconditional first) when batched.
+    uncond: Option<Cond>,
+    both: Option<Cond>,
+    scale: f64,
+    size: Vec<i64>,
+    /// Batch size and channels of the samples.
+    pub n: i64,
+    pub c: i64,
+}
+
+impl Guided {
+    /// Checks `conditioning` against samples of shape `size` (`[N, C, ..]`).
+    pub(crate) fn new(conditioning: &Conditioning, size: &[i64]) -> Result<Self> {
+        if size.len() < 2 {
+            return Err(Error::Shape(format!(
+                "samples of shape {size:?}: expected [N, C, ...]"
+            )));
+        }
+        let cond = conditioning.cond.for_batch(size)?;
+        let (uncond, both, scale) = match &conditioning.guidance {
+            Some(g) if g.scale != 1.0 => {
+                let uncond = g.uncond.for_batch(size)?;
+                let both = if g.batched {
+                    Some(uncond.cat(&cond)?)
+                } else {
+                    // The same check as the batched path: the same fields.
+                    uncond.narrow(0, 1)?.cat(&cond.narrow(0, 1)?)?;
+                    None
+                };
+                (Some(uncond), both, g.scale)
+            }
+            _ => (None, None, 1.0),
+        };
+        Ok(Guided {
+            cond,
+            uncond,
+            both,
+            scale,
+            size: size.to_vec(),
+            n: size[0],
+            c: size[1],
+        })
+    }
+
+    /// The (guided) model output for `input` at timesteps `t` (`[N]`),
+    /// variance channels included when the model has them.
+    pub(crate) fn eval(&self, model: &dyn Denoiser, input: &Tensor, t: &Tensor) -> Result<Tensor> {
+        let (n, c) = (self.n, self.c);
+        if let Some(both) = &self.both {
+            let out = model.forward(
+                &Tensor::f_cat(&[input, input], 0)?,
+                &Tensor::f_cat(&[t, t], 0)?,
+                both,
+            )?;
+            check_output(&out, 2 * n, c, &self.size)?;
+            return guide(&out, n, c, self.scale);
+        }
+        let out = model.forward(input, t, &self.cond)?;
+        check_output(&out, n, c, &self.size)?;
+        let Some(uncond) = &self.uncond else {
+            return Ok(out);
+        };
+        let out_u = model.forward(input, t, uncond)?;
+        check_output(&out_u, n, c, &self.size)?;
+        guide(&Tensor::f_cat(&[out_u, out], 0)?, n, c, self.scale)
+    }
+
+    /// [`Guided::eval`] without the variance channels.
+    pub(crate) fn eval_mean(
+        &self,
+        model: &dyn Denoiser,
+        input: &Tensor,
+        t: &Tensor,
+    ) -> Result<Tensor> {
+        let out = self.eval(model, input, t)?;
+        Ok(if out.size()[1] == 2 * self.c {
+            out.narrow(1, 0, self.c)
+        } else {
+            out
+        })
+    }
+}
+
+/// The model output must be `[n, C or 2C, ..]` with the sample's spatial size.
+fn check_output(out: &Tensor, n: i64, c: i64, sample: &[i64]) -> Result<()> {
+    let s = out.size();
+    let ok = s.len() == sample.len()
+        && s[0] == n
+        && (s[1] == c || s[1] == 2 * c)
+        && s[2..] == sample[2..];
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Shape(format!(
+            "the model returned shape {s:?} for samples of shape {sample:?}: expected [{n}, {c} or {}, ..]",
+            2 * c
+        )))
+    }
+}
+
+/// uncond + s (cond - uncond) on the first `c` channels of a `[2n, ..]`
+/// output whose first half is unconditional; extra (variance) channels come
+/// from the conditional half.
+pub fn guide(out: &Tensor, n: i64, c: i64, scale: f64) -> Result<Tensor> {
+    let uncond = out.f_narrow(0, 0, n)?;
+    let cond = out.f_narrow(0, n, n)?;
+    let eps_u = uncond.f_narrow(1, 0, c)?;
+    let eps_c = cond.f_narrow(1, 0, c)?;
+    let guided = &eps_u + (&eps_c - &eps_u) * scale;
+    let channels = out.size()[1];
+    Ok(if channels > c {
+        Tensor::cat(&[guided, cond.f_narrow(1, c, channels - c)?], 1)
+    } else {
+        guided
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use tch::{Device, Kind};
+
+    /// A text-like model: output = x * mean(encoder_hidden_states) per sample.
+    fn text_model(
+        calls: &RefCell<Vec<i64>>,
+    ) -> impl Fn(&Tensor, &Tensor, &Cond) -> Result<Tensor> + '_ {
+        move |x, _t, c| {
+            let h = c.encoder_hidden_states.as_ref().expect("text");
+            calls.borrow_mut().push(x.size()[0]);
+            let w = h.mean_dim([1i64, 2].as_slice(), false, Kind::Float);
+            Ok(x * w.reshape([-1, 1, 1, 1]))
+        }
+    }
+
+    #[test]
+    fn text_guidance_batched_equals_sequential_and_repeats_the_negative_prompt() {
+        let opts = (Kind::Float, Device::Cpu);
+        let x = Tensor::ones([3, 1, 2, 2], opts);
+        let t = Tensor::from_slice(&[5i64, 5, 5]);
+        let prompt = Tensor::from_slice(&[1.0f32, 2.0, 3.0]).reshape([3, 1, 1]);
+        let negative = Tensor::from_slice(&[0.5f32]).reshape([1, 1, 1]);
+        let mut outs = Vec::new();
+        let mut calls = Vec::new();
+        for batched in [true, false] {
+            let log = RefCell::new(Vec::new());
+            let mut c = Conditioning::guided(
+                Cond::text(prompt.shallow_clone(), None),
+                2.0,
+                Cond::text(negative.shallow_clone(), None),
+            );
+            c.guidance.as_mut().unwrap().batched = batched;
+            let g = Guided::new(&c, &x.size()).unwrap();
+            outs.push(g.eval(&text_model(&log), &x, &t).unwrap());
+            calls.push(log.into_inner());
+        }
+        assert_eq!(calls[0], [6]);
+        assert_eq!(calls[1], [3, 3]);
+        assert!(outs[0].equal(&outs[1]));
+        // 0.5 + 2 (p - 0.5)
+        let v: Vec<f32> =
+            Vec::try_from(outs[0].mean_dim([1i64, 2, 3].as_slice(), false, Kind::Float)).unwrap();
+        assert_eq!(v, [1.5, 3.5, 5.5]);
+    }
+
+    #[test]
+    fn class_conditioning_checks_guidance() {
+        let labels = Tensor::from_slice(&[1i64, 2]);
+        assert!(Conditioning::class(Some(labels.shallow_clone()), 2.0, None)
+            .unwrap_err()
+            .to_string()
+            .contains("null"));
+        assert!(Conditioning::class(None, 2.0, Some(9)).is_err());
+        let c = Conditioning::class(Some(labels), 2.0, Some(9)).unwrap();
+        let u = c.guidance.unwrap().uncond.class_labels.unwrap();
+        assert_eq!(Vec::<i64>::try_from(u).unwrap(), [9, 9]);
+        // Mismatched fields between the branches are an error.
+        let bad = Conditioning::guided(
+            Cond::labels(Tensor::from_slice(&[1i64])),
+            3.0,
+            Cond::default(),
+        );
+        assert!(Guided::new(&bad, &[1, 1, 2, 2]).is_err());
+    }
+}
