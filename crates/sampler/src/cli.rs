@@ -43,9 +43,9 @@ use tensor::DeviceSpec;
 use unet::config::ClassEmbedding;
 use unet::UNet;
 
+use crate::factory::{by_name, SolverOptions};
 use crate::noise::TorchRng;
 use crate::sample::{sample, Conditioning};
-use crate::solver::{by_name, SolverOptions};
 use crate::trajectory::{Format, Recorder};
 use crate::{Error, Result};
 

@@ -19,11 +19,12 @@
 use schedule::{PredictionType, SchedulerConfig, VarianceType};
 use tch::{Kind, Tensor};
 
-use crate::common::{coef, indices, per, Tables, X0Processing};
-use crate::ddim::{discrete_setup, x0_and_eps};
+use crate::discrete::{discrete_setup, x0_and_eps};
+use crate::error::{Error, Result};
 use crate::noise::NoiseSource;
-use crate::solver::{Solver, StepIndex, StepOutput};
-use crate::{Error, Result};
+use crate::solver::{coef, indices, per, Solver, StepIndex, StepOutput};
+use crate::tables::Tables;
+use crate::x0::X0Processing;
 
 /// diffusers' `DDPMScheduler`.
 #[derive(Debug)]

@@ -31,14 +31,14 @@
 use schedule::{BetaSchedule, PredictionType, SchedulerConfig, TimestepSpacing};
 use tch::{Kind, Tensor};
 
-use crate::common::{
-    check_steps, coef, exponential_sigmas, f32r, indices, interp, karras_sigmas, np_arange,
-    np_linspace, per, sigma_to_t, Keys, Tables, X0Processing,
-};
-use crate::euler::SigmaSpacing;
+use crate::error::{Error, Result};
+use crate::keys::Keys;
 use crate::noise::NoiseSource;
-use crate::solver::{Solver, StepIndex, StepOutput};
-use crate::{Error, Result};
+use crate::numpy::{f32r, interp, np_arange, np_linspace};
+use crate::sigma::{exponential_sigmas, karras_sigmas, sigma_to_t, SigmaSpacing};
+use crate::solver::{coef, indices, per, Solver, StepIndex, StepOutput};
+use crate::tables::{check_steps, check_timesteps, Tables};
+use crate::x0::X0Processing;
 
 /// The second-order correction (diffusers' `solver_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,7 +171,7 @@ impl DpmSolverMultistep {
                     .collect()
             }
         };
-        crate::ddim::check_timesteps(&timesteps, train)?;
+        check_timesteps(&timesteps, train)?;
         let full = tables.sigmas();
         let log_sigmas: Vec<f32> = full.iter().map(|s| s.ln()).collect();
         let n = timesteps.len();
@@ -206,18 +206,7 @@ impl DpmSolverMultistep {
         let timesteps = timesteps.into_iter().map(f64::trunc).collect();
         let mut sigmas: Vec<f64> = sigmas.into_iter().map(f32r).collect();
         sigmas.push(if final_zero { 0.0 } else { f64::from(full[0]) });
-        let x0 = if keys.typed("thresholding", config.thresholding, false) {
-            X0Processing::Threshold {
-                ratio: keys.typed(
-                    "dynamic_thresholding_ratio",
-                    config.dynamic_thresholding_ratio,
-                    0.995,
-                ),
-                max: keys.typed("sample_max_value", config.sample_max_value, 1.0),
-            }
-        } else {
-            X0Processing::None
-        };
+        let x0 = X0Processing::from_keys_threshold_only(keys, config);
         Ok(DpmSolverMultistep {
             timesteps,
             sigmas,

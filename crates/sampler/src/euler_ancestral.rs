@@ -1,7 +1,7 @@
 //! Ancestral sampling with Euler steps (Karras et al. 2022, k-diffusion's
 //! `sample_euler_ancestral`), diffusers' `EulerAncestralDiscreteScheduler`.
 //!
-//! In sigma space (see [`crate::euler`]), each step from sigma to sigma'
+//! In sigma space (see [`crate::sigma`]), each step from sigma to sigma'
 //! splits sigma'² into a deterministic part sigma_down² and fresh noise
 //! sigma_up² = sigma'² (sigma² - sigma'²) / sigma²:
 //!
@@ -18,11 +18,11 @@
 use schedule::{PredictionType, SchedulerConfig};
 use tch::{Kind, Tensor};
 
-use crate::common::{coef, f32r, indices, per};
-use crate::euler::{init_noise_sigma, scale_by_sigma, sigma_setup, sigma_x0};
+use crate::error::Result;
 use crate::noise::NoiseSource;
-use crate::solver::{Solver, StepIndex, StepOutput};
-use crate::Result;
+use crate::numpy::f32r;
+use crate::sigma::{init_noise_sigma, scale_by_sigma, sigma_setup, sigma_x0};
+use crate::solver::{coef, indices, per, Solver, StepIndex, StepOutput};
 
 /// diffusers' `EulerAncestralDiscreteScheduler`.
 #[derive(Debug)]

@@ -23,11 +23,13 @@
 use schedule::{PredictionType, SchedulerConfig};
 use tch::{Kind, Tensor};
 
-use crate::common::{coef, f32r, indices, per, Keys, X0Processing};
-use crate::euler::{init_noise_sigma, scale_by_sigma, sigma_setup, sigma_x0, SigmaSpacing};
+use crate::error::{Error, Result};
+use crate::keys::Keys;
 use crate::noise::NoiseSource;
-use crate::solver::{Solver, StepIndex, StepOutput};
-use crate::{Error, Result};
+use crate::numpy::f32r;
+use crate::sigma::{init_noise_sigma, scale_by_sigma, sigma_setup, sigma_x0, SigmaSpacing};
+use crate::solver::{coef, indices, per, Solver, StepIndex, StepOutput};
+use crate::x0::X0Processing;
 
 /// The first stage's slope, step and starting point, per sample.
 #[derive(Debug)]
@@ -83,19 +85,6 @@ impl Heun {
             x0,
             state: None,
         })
-    }
-}
-
-impl X0Processing {
-    /// Clipping only (for solvers without dynamic thresholding).
-    pub(crate) fn from_keys_clip_only(keys: Keys<'_>, cfg: &SchedulerConfig) -> Self {
-        if keys.typed("clip_sample", cfg.clip_sample, false) {
-            X0Processing::Clip {
-                range: keys.typed("clip_sample_range", cfg.clip_sample_range, 1.0),
-            }
-        } else {
-            X0Processing::None
-        }
     }
 }
 

@@ -29,7 +29,8 @@
 use schedule::SchedulerConfig;
 use tch::{Kind, Tensor};
 
-use crate::ddim::{x0_and_eps, Ddim};
+use crate::ddim::Ddim;
+use crate::discrete::x0_and_eps;
 use crate::noise::TorchRng;
 use crate::sample::{sample, Conditioning, Guided, Model, StepInfo};
 use crate::solver::{Solver, StepIndex};

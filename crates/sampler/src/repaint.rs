@@ -36,11 +36,13 @@
 use schedule::{PredictionType, SchedulerConfig};
 use tch::{Kind, Tensor};
 
-use crate::common::{check_steps, Keys, Tables, X0Processing};
-use crate::ddim::{discrete_tables, x0_and_eps};
+use crate::discrete::{discrete_tables, x0_and_eps};
+use crate::keys::Keys;
 use crate::noise::NoiseSource;
 use crate::sample::{Conditioning, Guided, Model, StepInfo};
 use crate::solver::StepOutput;
+use crate::tables::{check_steps, Tables};
+use crate::x0::X0Processing;
 use crate::{Error, Result};
 
 /// diffusers' `get_schedule_jump` (`RePaintScheduler.set_timesteps`) in

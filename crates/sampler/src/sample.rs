@@ -264,8 +264,8 @@ pub fn guide(out: &Tensor, n: i64, c: i64, scale: f64) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::factory::{by_name, SolverOptions};
     use crate::noise::TorchRng;
-    use crate::solver::{by_name, SolverOptions};
     use schedule::SchedulerConfig;
     use std::cell::RefCell;
     use tch::Device;
