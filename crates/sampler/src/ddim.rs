@@ -18,10 +18,11 @@
 //! `dynamic_thresholding_ratio`, `sample_max_value`, `timestep_spacing`
 //! (default `leading`), `rescale_betas_zero_snr`.
 
+use schedule::prediction::{x0_and_eps, NoiseLevel};
 use schedule::{PredictionType, SchedulerConfig};
 use tch::{Kind, Tensor};
 
-use crate::discrete::{discrete_setup, discrete_tables, per_vals, x0_and_eps};
+use crate::discrete::{discrete_setup, discrete_tables};
 use crate::error::{Error, Result};
 use crate::keys::Keys;
 use crate::noise::NoiseSource;
@@ -182,7 +183,8 @@ impl Solver for Ddim {
         let idx = indices(i, x.size()[0], self.timesteps.len())?;
         let a = per(&idx, |k| self.alpha_bar(self.timesteps[k] as i64));
         let a_prev = per(&idx, |k| self.alpha_bar(self.prev_timesteps[k]));
-        let (x0, eps) = x0_and_eps(self.prediction, model_output, x, &a)?;
+        let level = NoiseLevel::from_alpha_bar(&a, x)?;
+        let (x0, eps) = x0_and_eps(self.prediction, model_output, x, &level)?;
         let x0 = self.x0.apply(x0)?;
         let std: Vec<f64> = a
             .iter()
@@ -192,7 +194,7 @@ impl Solver for Ddim {
                 self.eta * variance.sqrt()
             })
             .collect();
-        let c_x0 = coef(&per_vals(&a_prev, f64::sqrt), x)?;
+        let c_x0 = coef(&a_prev.iter().map(|a| a.sqrt()).collect::<Vec<_>>(), x)?;
         let dir: Vec<f64> = a_prev
             .iter()
             .zip(&std)

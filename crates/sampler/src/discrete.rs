@@ -1,14 +1,11 @@
 //! What the discrete-time solvers (DDPM, DDIM, RePaint) share when built
 //! from a scheduler config: the beta tables with their defaults and the
-//! integer inference timesteps, and the prediction -> (x̂_0, ε̂) conversion
-//! in the variance-preserving space x_t = sqrt(a) x_0 + sqrt(1 - a) ε.
+//! integer inference timesteps.
 
-use schedule::{PredictionType, SchedulerConfig, TimestepSpacing};
-use tch::Tensor;
+use schedule::{SchedulerConfig, TimestepSpacing};
 
 use crate::error::Result;
 use crate::keys::Keys;
-use crate::solver::coef;
 use crate::tables::{check_steps, check_timesteps, spaced_timesteps, Tables};
 
 /// What DDIM and DDPM share when built from a config, as diffusers'
@@ -47,24 +44,4 @@ pub(crate) fn discrete_tables(config: &SchedulerConfig, keys: Keys<'_>) -> Resul
             false,
         ),
     )
-}
-
-/// x̂_0 and ε̂ from a model output, with a = alpha_bar_t per sample.
-pub(crate) fn x0_and_eps(
-    prediction: PredictionType,
-    out: &Tensor,
-    x: &Tensor,
-    a: &[f64],
-) -> Result<(Tensor, Tensor)> {
-    let sa = coef(&per_vals(a, f64::sqrt), x)?;
-    let sb = coef(&per_vals(a, |a| (1.0 - a).sqrt()), x)?;
-    Ok(match prediction {
-        PredictionType::Epsilon => ((x - &sb * out) / &sa, out.shallow_clone()),
-        PredictionType::Sample => (out.shallow_clone(), (x - &sa * out) / &sb),
-        PredictionType::VPrediction => (&sa * x - &sb * out, &sa * out + &sb * x),
-    })
-}
-
-pub(crate) fn per_vals(v: &[f64], f: impl Fn(f64) -> f64) -> Vec<f64> {
-    v.iter().map(|&x| f(x)).collect()
 }

@@ -28,6 +28,7 @@
 //! `rescale_betas_zero_snr`. The SDE variants, `dpmsolver`, Lu lambdas,
 //! beta and flow sigmas are not supported and say so.
 
+use schedule::prediction::{predicted_x0, vp_coefficients, NoiseLevel};
 use schedule::{BetaSchedule, PredictionType, SchedulerConfig, TimestepSpacing};
 use tch::{Kind, Tensor};
 
@@ -67,8 +68,7 @@ pub struct DpmSolverMultistep {
 
 /// (alpha_t, s_t, lambda) of a noise level sigma.
 fn alpha_sigma_lambda(sigma: f64) -> (f64, f64, f64) {
-    let alpha = 1.0 / (sigma * sigma + 1.0).sqrt();
-    let s = sigma * alpha;
+    let (alpha, s) = vp_coefficients(sigma);
     (alpha, s, alpha.ln() - s.ln())
 }
 
@@ -309,29 +309,8 @@ impl Solver for DpmSolverMultistep {
     ) -> Result<StepOutput> {
         let idx = indices(i, x.size()[0], self.timesteps.len())?;
         let sigma = per(&idx, |k| self.sigmas[k]);
-        let x0 = match self.prediction {
-            PredictionType::Epsilon => {
-                let (c_x, c_out): (Vec<f64>, Vec<f64>) = sigma
-                    .iter()
-                    .map(|&s| {
-                        let (alpha, s_t, _) = alpha_sigma_lambda(s);
-                        (1.0 / alpha, s_t / alpha)
-                    })
-                    .unzip();
-                x * coef(&c_x, x)? - model_output * coef(&c_out, x)?
-            }
-            PredictionType::Sample => model_output.shallow_clone(),
-            PredictionType::VPrediction => {
-                let (c_x, c_out): (Vec<f64>, Vec<f64>) = sigma
-                    .iter()
-                    .map(|&s| {
-                        let (alpha, s_t, _) = alpha_sigma_lambda(s);
-                        (alpha, s_t)
-                    })
-                    .unzip();
-                x * coef(&c_x, x)? - model_output * coef(&c_out, x)?
-            }
-        };
+        let level = NoiseLevel::VariancePreservingSigma(sigma);
+        let x0 = predicted_x0(self.prediction, model_output, x, &level)?;
         let x0 = self.x0.apply(x0)?;
         self.history.push(x0.shallow_clone());
         if self.history.len() > self.order {

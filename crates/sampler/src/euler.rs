@@ -20,6 +20,7 @@
 //! `timestep_spacing` (default `linspace`), `timestep_type`, `steps_offset`,
 //! `rescale_betas_zero_snr`, `final_sigmas_type`.
 
+use schedule::prediction::{predicted_x0, NoiseLevel};
 use schedule::{PredictionType, SchedulerConfig};
 use tch::{Kind, Tensor};
 
@@ -27,7 +28,7 @@ use crate::error::Result;
 use crate::keys::Keys;
 use crate::noise::NoiseSource;
 use crate::numpy::f32r;
-use crate::sigma::{init_noise_sigma, scale_by_sigma, sigma_setup, sigma_x0, SigmaSpacing};
+use crate::sigma::{init_noise_sigma, scale_by_sigma, sigma_setup, SigmaSpacing};
 use crate::solver::{coef, indices, per, Solver, StepIndex, StepOutput};
 
 /// diffusers' `EulerDiscreteScheduler`.
@@ -112,7 +113,8 @@ impl Solver for Euler {
     ) -> Result<StepOutput> {
         let idx = indices(i, x.size()[0], self.timesteps.len())?;
         let sigma = per(&idx, |k| self.sigmas[k]);
-        let x0 = sigma_x0(self.prediction, model_output, x, &sigma)?;
+        let level = NoiseLevel::Sigma(sigma.clone());
+        let x0 = predicted_x0(self.prediction, model_output, x, &level)?;
         let inv: Vec<f64> = sigma.iter().map(|s| 1.0 / s).collect();
         let derivative = (x - &x0) * coef(&inv, x)?;
         let dt = per(&idx, |k| self.sigmas[k + 1] - self.sigmas[k]);

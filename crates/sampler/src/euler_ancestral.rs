@@ -15,13 +15,14 @@
 //! `prediction_type`, `timestep_spacing` (default `linspace`),
 //! `steps_offset`, `rescale_betas_zero_snr`.
 
+use schedule::prediction::{predicted_x0, NoiseLevel};
 use schedule::{PredictionType, SchedulerConfig};
 use tch::{Kind, Tensor};
 
 use crate::error::Result;
 use crate::noise::NoiseSource;
 use crate::numpy::f32r;
-use crate::sigma::{init_noise_sigma, scale_by_sigma, sigma_setup, sigma_x0};
+use crate::sigma::{init_noise_sigma, scale_by_sigma, sigma_setup};
 use crate::solver::{coef, indices, per, Solver, StepIndex, StepOutput};
 
 /// diffusers' `EulerAncestralDiscreteScheduler`.
@@ -81,7 +82,8 @@ impl Solver for EulerAncestral {
     ) -> Result<StepOutput> {
         let idx = indices(i, x.size()[0], self.timesteps.len())?;
         let sigma = per(&idx, |k| self.sigmas[k]);
-        let x0 = sigma_x0(self.prediction, model_output, x, &sigma)?;
+        let level = NoiseLevel::Sigma(sigma.clone());
+        let x0 = predicted_x0(self.prediction, model_output, x, &level)?;
         let mut up = Vec::with_capacity(idx.len());
         let mut dt = Vec::with_capacity(idx.len());
         for &k in &idx {

@@ -97,24 +97,6 @@ pub(crate) fn scale_by_sigma(x: &Tensor, sigma: &[f64]) -> Result<Tensor> {
     Ok(x * coef(&c, x)?)
 }
 
-/// x̂_0 from a model output in sigma space (the model saw x / sqrt(sigma² + 1)).
-pub(crate) fn sigma_x0(
-    prediction: PredictionType,
-    out: &Tensor,
-    x: &Tensor,
-    sigma: &[f64],
-) -> Result<Tensor> {
-    Ok(match prediction {
-        PredictionType::Epsilon => x - coef(sigma, x)? * out,
-        PredictionType::Sample => out.shallow_clone(),
-        PredictionType::VPrediction => {
-            let c_out: Vec<f64> = sigma.iter().map(|s| -s / (s * s + 1.0).sqrt()).collect();
-            let c_x: Vec<f64> = sigma.iter().map(|s| 1.0 / (s * s + 1.0)).collect();
-            out * coef(&c_out, x)? + x * coef(&c_x, x)?
-        }
-    })
-}
-
 /// The options Euler and Heun share.
 pub(crate) struct SigmaSetup {
     pub tables: Tables,
