@@ -32,6 +32,7 @@ commands:
                     $LMZH_CACHE_DIR or $XDG_CACHE_HOME/lmzh or ~/.cache/lmzh, and link it
                     as .libtorch; respects a LIBTORCH you set yourself
   doctor            check libtorch path, version and pins, rpath, CUDA linking and devices
+  tidy              repository rules: crate docs, lints, file sizes, module use cycles
   ci                setup if needed, then tidy, fmt, clippy, tests, docs, doctor
   bench [speed|scaling|sample|data] [flags]
                     speed (default): lmzh bench against diffusers, train and sample,
@@ -77,6 +78,7 @@ fn run() -> Result<()> {
     match cmd {
         "setup" => setup::run(flag("--force")).map(|_| ()),
         "doctor" => doctor::run(),
+        "tidy" => tidy::run(),
         "ci" => ci::run(),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");

@@ -232,11 +232,11 @@ fn sample(unet: &UNet, args: &Args, shape: [i64; 4], device: Device) -> Result<f
         g.batched = !args.guidance_sequential;
     }
     let run = |steps: usize| -> Result<()> {
-        let mut solver = sampler::solver::by_name(
+        let mut solver = sampler::by_name(
             "dpm++2m",
             &config,
             steps,
-            &sampler::solver::SolverOptions::default(),
+            &sampler::SolverOptions::default(),
         )?;
         let out = sampler::sample(
             &model,

@@ -42,11 +42,11 @@ use unet::config::ClassEmbedding;
 use unet::UNet;
 
 use crate::denoiser::Autocast;
+use crate::factory::{by_name, SolverOptions};
 use crate::guidance::Conditioning;
 use crate::noise::TorchRng;
 use crate::pipeline::Pipeline;
 use crate::sample::sample;
-use crate::solver::{by_name, SolverOptions};
 use crate::trajectory::{Format, Recorder};
 use crate::{Error, Result};
 

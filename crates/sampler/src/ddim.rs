@@ -18,15 +18,17 @@
 //! `dynamic_thresholding_ratio`, `sample_max_value`, `timestep_spacing`
 //! (default `leading`), `rescale_betas_zero_snr`.
 
-use schedule::{PredictionType, SchedulerConfig, TimestepSpacing};
+use schedule::prediction::{x0_and_eps, NoiseLevel};
+use schedule::{PredictionType, SchedulerConfig};
 use tch::{Kind, Tensor};
 
-use crate::common::{
-    check_steps, coef, indices, per, spaced_timesteps, Keys, Tables, X0Processing,
-};
+use crate::discrete::{discrete_setup, discrete_tables};
+use crate::error::{Error, Result};
+use crate::keys::Keys;
 use crate::noise::NoiseSource;
-use crate::solver::{Solver, StepIndex, StepOutput};
-use crate::{Error, Result};
+use crate::solver::{coef, indices, per, Solver, StepIndex, StepOutput};
+use crate::tables::Tables;
+use crate::x0::X0Processing;
 
 /// diffusers' `DDIMScheduler`.
 #[derive(Debug)]
@@ -149,76 +151,6 @@ impl Ddim {
     }
 }
 
-/// Every timestep must index the training schedule (a large `steps_offset`
-/// can push the first one past it).
-/// What DDIM and DDPM share when built from a config, as diffusers'
-/// `from_config` + `set_timesteps(steps)` does for both: the beta tables with
-/// their defaults (0.0001 to 0.02, no zero-SNR rescaling) and the integer
-/// timesteps (`leading` spacing and offset 0 by default).
-pub(crate) fn discrete_setup(
-    config: &SchedulerConfig,
-    steps: usize,
-) -> Result<(Keys<'_>, Tables, Vec<f64>)> {
-    let keys = Keys::new(config);
-    let tables = discrete_tables(config, keys)?;
-    let train = tables.num_train_timesteps();
-    check_steps(steps, train)?;
-    let spacing = keys.typed(
-        "timestep_spacing",
-        config.timestep_spacing,
-        TimestepSpacing::Leading,
-    );
-    let offset = keys.typed("steps_offset", config.steps_offset, 0);
-    let timesteps = spaced_timesteps(spacing, train, steps, offset, true);
-    check_timesteps(&timesteps, train)?;
-    Ok((keys, tables, timesteps))
-}
-
-/// The beta tables of DDPM, DDIM and RePaint with their defaults (0.0001 to
-/// 0.02, no zero-SNR rescaling).
-pub(crate) fn discrete_tables(config: &SchedulerConfig, keys: Keys<'_>) -> Result<Tables> {
-    Tables::new(
-        config,
-        keys.typed("beta_start", config.beta_start, 0.0001),
-        keys.typed("beta_end", config.beta_end, 0.02),
-        keys.typed(
-            "rescale_betas_zero_snr",
-            config.rescale_betas_zero_snr,
-            false,
-        ),
-    )
-}
-
-pub(crate) fn check_timesteps(ts: &[f64], train: usize) -> Result<()> {
-    if let Some(t) = ts.iter().find(|&&t| t < 0.0 || t > (train - 1) as f64) {
-        return Err(Error::config(
-            "steps_offset",
-            format!("it makes timestep {t}, outside the {train} training timesteps"),
-        ));
-    }
-    Ok(())
-}
-
-/// x̂_0 and ε̂ from a model output, with a = alpha_bar_t per sample.
-pub(crate) fn x0_and_eps(
-    prediction: PredictionType,
-    out: &Tensor,
-    x: &Tensor,
-    a: &[f64],
-) -> Result<(Tensor, Tensor)> {
-    let sa = coef(&per_vals(a, f64::sqrt), x)?;
-    let sb = coef(&per_vals(a, |a| (1.0 - a).sqrt()), x)?;
-    Ok(match prediction {
-        PredictionType::Epsilon => ((x - &sb * out) / &sa, out.shallow_clone()),
-        PredictionType::Sample => (out.shallow_clone(), (x - &sa * out) / &sb),
-        PredictionType::VPrediction => (&sa * x - &sb * out, &sa * out + &sb * x),
-    })
-}
-
-pub(crate) fn per_vals(v: &[f64], f: impl Fn(f64) -> f64) -> Vec<f64> {
-    v.iter().map(|&x| f(x)).collect()
-}
-
 impl Solver for Ddim {
     fn name(&self) -> &'static str {
         "ddim"
@@ -251,7 +183,8 @@ impl Solver for Ddim {
         let idx = indices(i, x.size()[0], self.timesteps.len())?;
         let a = per(&idx, |k| self.alpha_bar(self.timesteps[k] as i64));
         let a_prev = per(&idx, |k| self.alpha_bar(self.prev_timesteps[k]));
-        let (x0, eps) = x0_and_eps(self.prediction, model_output, x, &a)?;
+        let level = NoiseLevel::from_alpha_bar(&a, x)?;
+        let (x0, eps) = x0_and_eps(self.prediction, model_output, x, &level)?;
         let x0 = self.x0.apply(x0)?;
         let std: Vec<f64> = a
             .iter()
@@ -261,7 +194,7 @@ impl Solver for Ddim {
                 self.eta * variance.sqrt()
             })
             .collect();
-        let c_x0 = coef(&per_vals(&a_prev, f64::sqrt), x)?;
+        let c_x0 = coef(&a_prev.iter().map(|a| a.sqrt()).collect::<Vec<_>>(), x)?;
         let dir: Vec<f64> = a_prev
             .iter()
             .zip(&std)

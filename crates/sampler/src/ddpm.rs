@@ -16,14 +16,16 @@
 //! Config keys: those of DDIM without `set_alpha_to_one`, plus
 //! `variance_type` (default `fixed_small`).
 
+use schedule::prediction::{predicted_x0, NoiseLevel};
 use schedule::{PredictionType, SchedulerConfig, VarianceType};
 use tch::{Kind, Tensor};
 
-use crate::common::{coef, indices, per, Tables, X0Processing};
-use crate::ddim::{discrete_setup, x0_and_eps};
+use crate::discrete::discrete_setup;
+use crate::error::{Error, Result};
 use crate::noise::NoiseSource;
-use crate::solver::{Solver, StepIndex, StepOutput};
-use crate::{Error, Result};
+use crate::solver::{coef, indices, per, Solver, StepIndex, StepOutput};
+use crate::tables::Tables;
+use crate::x0::X0Processing;
 
 /// diffusers' `DDPMScheduler`.
 #[derive(Debug)]
@@ -128,7 +130,12 @@ impl Solver for Ddpm {
         let ts = &self.timesteps;
         let a = per(&idx, |k| ac[ts[k] as usize]);
         let a_prev = per(&idx, |k| ts.get(k + 1).map_or(1.0, |&t| ac[t as usize]));
-        let (x0, _) = x0_and_eps(self.prediction, &out, x, &a)?;
+        let x0 = predicted_x0(
+            self.prediction,
+            &out,
+            x,
+            &NoiseLevel::from_alpha_bar(&a, x)?,
+        )?;
         let x0 = self.x0.apply(x0)?;
         let beta: Vec<f64> = a.iter().zip(&a_prev).map(|(a, ap)| 1.0 - a / ap).collect();
         let c_x0: Vec<f64> = (0..a.len())

@@ -28,17 +28,18 @@
 //! `rescale_betas_zero_snr`. The SDE variants, `dpmsolver`, Lu lambdas,
 //! beta and flow sigmas are not supported and say so.
 
+use schedule::prediction::{predicted_x0, vp_coefficients, NoiseLevel};
 use schedule::{BetaSchedule, PredictionType, SchedulerConfig, TimestepSpacing};
 use tch::{Kind, Tensor};
 
-use crate::common::{
-    check_steps, coef, exponential_sigmas, f32r, indices, interp, karras_sigmas, np_arange,
-    np_linspace, per, sigma_to_t, Keys, Tables, X0Processing,
-};
-use crate::euler::SigmaSpacing;
+use crate::error::{Error, Result};
+use crate::keys::Keys;
 use crate::noise::NoiseSource;
-use crate::solver::{Solver, StepIndex, StepOutput};
-use crate::{Error, Result};
+use crate::numpy::{f32r, interp, np_arange, np_linspace};
+use crate::sigma::{exponential_sigmas, karras_sigmas, sigma_to_t, SigmaSpacing};
+use crate::solver::{coef, indices, per, Solver, StepIndex, StepOutput};
+use crate::tables::{check_steps, check_timesteps, Tables};
+use crate::x0::X0Processing;
 
 /// The second-order correction (diffusers' `solver_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,8 +68,7 @@ pub struct DpmSolverMultistep {
 
 /// (alpha_t, s_t, lambda) of a noise level sigma.
 fn alpha_sigma_lambda(sigma: f64) -> (f64, f64, f64) {
-    let alpha = 1.0 / (sigma * sigma + 1.0).sqrt();
-    let s = sigma * alpha;
+    let (alpha, s) = vp_coefficients(sigma);
     (alpha, s, alpha.ln() - s.ln())
 }
 
@@ -171,7 +171,7 @@ impl DpmSolverMultistep {
                     .collect()
             }
         };
-        crate::ddim::check_timesteps(&timesteps, train)?;
+        check_timesteps(&timesteps, train)?;
         let full = tables.sigmas();
         let log_sigmas: Vec<f32> = full.iter().map(|s| s.ln()).collect();
         let n = timesteps.len();
@@ -206,18 +206,7 @@ impl DpmSolverMultistep {
         let timesteps = timesteps.into_iter().map(f64::trunc).collect();
         let mut sigmas: Vec<f64> = sigmas.into_iter().map(f32r).collect();
         sigmas.push(if final_zero { 0.0 } else { f64::from(full[0]) });
-        let x0 = if keys.typed("thresholding", config.thresholding, false) {
-            X0Processing::Threshold {
-                ratio: keys.typed(
-                    "dynamic_thresholding_ratio",
-                    config.dynamic_thresholding_ratio,
-                    0.995,
-                ),
-                max: keys.typed("sample_max_value", config.sample_max_value, 1.0),
-            }
-        } else {
-            X0Processing::None
-        };
+        let x0 = X0Processing::from_keys_threshold_only(keys, config);
         Ok(DpmSolverMultistep {
             timesteps,
             sigmas,
@@ -320,29 +309,8 @@ impl Solver for DpmSolverMultistep {
     ) -> Result<StepOutput> {
         let idx = indices(i, x.size()[0], self.timesteps.len())?;
         let sigma = per(&idx, |k| self.sigmas[k]);
-        let x0 = match self.prediction {
-            PredictionType::Epsilon => {
-                let (c_x, c_out): (Vec<f64>, Vec<f64>) = sigma
-                    .iter()
-                    .map(|&s| {
-                        let (alpha, s_t, _) = alpha_sigma_lambda(s);
-                        (1.0 / alpha, s_t / alpha)
-                    })
-                    .unzip();
-                x * coef(&c_x, x)? - model_output * coef(&c_out, x)?
-            }
-            PredictionType::Sample => model_output.shallow_clone(),
-            PredictionType::VPrediction => {
-                let (c_x, c_out): (Vec<f64>, Vec<f64>) = sigma
-                    .iter()
-                    .map(|&s| {
-                        let (alpha, s_t, _) = alpha_sigma_lambda(s);
-                        (alpha, s_t)
-                    })
-                    .unzip();
-                x * coef(&c_x, x)? - model_output * coef(&c_out, x)?
-            }
-        };
+        let level = NoiseLevel::VariancePreservingSigma(sigma);
+        let x0 = predicted_x0(self.prediction, model_output, x, &level)?;
         let x0 = self.x0.apply(x0)?;
         self.history.push(x0.shallow_clone());
         if self.history.len() > self.order {

@@ -99,7 +99,7 @@ pub fn edit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::solver::{by_name, SolverOptions, SOLVER_NAMES};
+    use crate::factory::{by_name, SolverOptions, SOLVER_NAMES};
     use schedule::SchedulerConfig;
 
     #[test]

@@ -1,7 +1,7 @@
 //! Ancestral sampling with Euler steps (Karras et al. 2022, k-diffusion's
 //! `sample_euler_ancestral`), diffusers' `EulerAncestralDiscreteScheduler`.
 //!
-//! In sigma space (see [`crate::euler`]), each step from sigma to sigma'
+//! In sigma space (see [`crate::sigma`]), each step from sigma to sigma'
 //! splits sigma'² into a deterministic part sigma_down² and fresh noise
 //! sigma_up² = sigma'² (sigma² - sigma'²) / sigma²:
 //!
@@ -15,14 +15,15 @@
 //! `prediction_type`, `timestep_spacing` (default `linspace`),
 //! `steps_offset`, `rescale_betas_zero_snr`.
 
+use schedule::prediction::{predicted_x0, NoiseLevel};
 use schedule::{PredictionType, SchedulerConfig};
 use tch::{Kind, Tensor};
 
-use crate::common::{coef, f32r, indices, per};
-use crate::euler::{init_noise_sigma, scale_by_sigma, sigma_setup, sigma_x0};
+use crate::error::Result;
 use crate::noise::NoiseSource;
-use crate::solver::{Solver, StepIndex, StepOutput};
-use crate::Result;
+use crate::numpy::f32r;
+use crate::sigma::{init_noise_sigma, scale_by_sigma, sigma_setup};
+use crate::solver::{coef, indices, per, Solver, StepIndex, StepOutput};
 
 /// diffusers' `EulerAncestralDiscreteScheduler`.
 #[derive(Debug)]
@@ -81,7 +82,8 @@ impl Solver for EulerAncestral {
     ) -> Result<StepOutput> {
         let idx = indices(i, x.size()[0], self.timesteps.len())?;
         let sigma = per(&idx, |k| self.sigmas[k]);
-        let x0 = sigma_x0(self.prediction, model_output, x, &sigma)?;
+        let level = NoiseLevel::Sigma(sigma.clone());
+        let x0 = predicted_x0(self.prediction, model_output, x, &level)?;
         let mut up = Vec::with_capacity(idx.len());
         let mut dt = Vec::with_capacity(idx.len());
         for &k in &idx {

@@ -20,14 +20,17 @@
 //! (default `linspace`), `steps_offset`. Heun knows no
 //! `rescale_betas_zero_snr` and no dynamic thresholding.
 
+use schedule::prediction::{predicted_x0, NoiseLevel};
 use schedule::{PredictionType, SchedulerConfig};
 use tch::{Kind, Tensor};
 
-use crate::common::{coef, f32r, indices, per, Keys, X0Processing};
-use crate::euler::{init_noise_sigma, scale_by_sigma, sigma_setup, sigma_x0, SigmaSpacing};
+use crate::error::{Error, Result};
+use crate::keys::Keys;
 use crate::noise::NoiseSource;
-use crate::solver::{Solver, StepIndex, StepOutput};
-use crate::{Error, Result};
+use crate::numpy::f32r;
+use crate::sigma::{init_noise_sigma, scale_by_sigma, sigma_setup, SigmaSpacing};
+use crate::solver::{coef, indices, per, Solver, StepIndex, StepOutput};
+use crate::x0::X0Processing;
 
 /// The first stage's slope, step and starting point, per sample.
 #[derive(Debug)]
@@ -86,19 +89,6 @@ impl Heun {
     }
 }
 
-impl X0Processing {
-    /// Clipping only (for solvers without dynamic thresholding).
-    pub(crate) fn from_keys_clip_only(keys: Keys<'_>, cfg: &SchedulerConfig) -> Self {
-        if keys.typed("clip_sample", cfg.clip_sample, false) {
-            X0Processing::Clip {
-                range: keys.typed("clip_sample_range", cfg.clip_sample_range, 1.0),
-            }
-        } else {
-            X0Processing::None
-        }
-    }
-}
-
 impl Solver for Heun {
     fn name(&self) -> &'static str {
         "heun"
@@ -131,9 +121,10 @@ impl Solver for Heun {
         let idx = indices(i, x.size()[0], self.timesteps.len())?;
         // The model saw sigmas[j] in both stages.
         let sigma_in = per(&idx, |k| self.sigmas[k]);
+        let level = NoiseLevel::Sigma(sigma_in.clone());
         let x0 = self
             .x0
-            .apply(sigma_x0(self.prediction, model_output, x, &sigma_in)?)?;
+            .apply(predicted_x0(self.prediction, model_output, x, &level)?)?;
         let inv: Vec<f64> = sigma_in.iter().map(|s| 1.0 / s).collect();
         let derivative = (x - &x0) * coef(&inv, x)?;
         let first: Vec<bool> = idx.iter().map(|k| k % 2 == 0).collect();

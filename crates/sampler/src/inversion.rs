@@ -26,10 +26,11 @@
 //! sphere, and a straight line would pass through its low-norm inside), and
 //! decodes every point with DDIM.
 
+use schedule::prediction::{x0_and_eps, NoiseLevel};
 use schedule::SchedulerConfig;
 use tch::{Kind, Tensor};
 
-use crate::ddim::{x0_and_eps, Ddim};
+use crate::ddim::Ddim;
 use crate::denoiser::Denoiser;
 use crate::guidance::{Conditioning, Guided};
 use crate::noise::TorchRng;
@@ -75,7 +76,8 @@ pub fn ddim_invert(
         // is its own x̂_0, and its ε̂ is read at timestep 0 (at alpha_bar = 1
         // a sample prediction says nothing about the noise).
         let a_seen = ddim.alpha_bar(from.max(0));
-        let (x0_hat, eps) = x0_and_eps(ddim.prediction_type(), &out, &x, &[a_seen])?;
+        let level = NoiseLevel::from_alpha_bar(&[a_seen], &x)?;
+        let (x0_hat, eps) = x0_and_eps(ddim.prediction_type(), &out, &x, &level)?;
         let x0_hat = if from < 0 { x.shallow_clone() } else { x0_hat };
         let mut x_to = x0_hat * a_to.sqrt() + eps * (1.0 - a_to).sqrt();
         let t_to = Tensor::full([guided.n], to, (Kind::Int64, x.device()));

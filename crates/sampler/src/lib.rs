@@ -11,12 +11,13 @@
 //! - [`pipeline`]: [`Pipeline`], a diffusers pipeline, model or run folder
 //!   resolved in one place (U-Net, scheduler config, `run.json`).
 //! - [`solver`]: the [`Solver`] trait (one `step` signature, per-sample
-//!   positions allowed) and [`by_name`], which builds a `Box<dyn Solver>`
-//!   from a name and a diffusers `scheduler_config.json`.
+//!   positions allowed); [`factory`]: [`by_name`], which builds a
+//!   `Box<dyn Solver>` from a name and a diffusers `scheduler_config.json`.
 //! - One file per solver, named as diffusers names them: [`ddpm`]
 //!   (ancestral; `fixed_small`, `fixed_large`, `learned_range` variances),
 //!   [`ddim`] (eta), [`dpm_solver`] (DPM-Solver++ multistep, order 1-3),
-//!   [`euler`], [`euler_ancestral`], [`heun`] (Karras sigmas optional).
+//!   [`euler`], [`euler_ancestral`], [`heun`] (Karras sigmas optional);
+//!   [`X0Processing`]: clipping and dynamic thresholding of the predicted x_0.
 //! - [`sample`](mod@sample): the loop, the same for every solver.
 //! - [`noise`]: where stochastic solvers draw their noise (libtorch's
 //!   seeded generator, or recorded draws).
@@ -47,32 +48,38 @@
 
 #[cfg(feature = "cli")]
 pub mod cli;
-mod common;
 pub mod ddim;
 pub mod ddpm;
 pub mod denoise;
 pub mod denoiser;
+mod discrete;
 pub mod dpm_solver;
 pub mod edit;
 mod error;
 pub mod euler;
 pub mod euler_ancestral;
+pub mod factory;
 pub mod guidance;
 pub mod heun;
 pub mod input;
 pub mod inversion;
+mod keys;
 pub mod noise;
+mod numpy;
 pub mod pipeline;
 pub mod repaint;
 pub mod sample;
+mod sigma;
 pub mod solver;
+mod tables;
 pub mod trajectory;
+mod x0;
 
-pub use common::{threshold_sample, X0Processing};
 pub use denoise::{denoise, estimate_noise_sigma, Denoised};
 pub use denoiser::{Autocast, Cond, Denoiser};
 pub use edit::edit;
 pub use error::{Error, Result};
+pub use factory::{by_name, SolverOptions, SOLVER_NAMES};
 pub use guidance::{guide, Conditioning, Guidance};
 pub use input::InputSpec;
 pub use inversion::{ddim_invert, interpolate, inversion_ddim, slerp, InterpolateOptions};
@@ -80,6 +87,5 @@ pub use noise::{NoiseSource, ReplayNoise, TorchRng};
 pub use pipeline::{Pipeline, RunInfo};
 pub use repaint::{inpaint, RePaint};
 pub use sample::{sample, sample_from, StepInfo};
-pub use solver::{
-    add_noise, by_name, inference_steps, Solver, SolverOptions, StepIndex, StepOutput, SOLVER_NAMES,
-};
+pub use solver::{add_noise, inference_steps, Solver, StepIndex, StepOutput};
+pub use x0::{threshold_sample, X0Processing};

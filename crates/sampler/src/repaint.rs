@@ -33,16 +33,19 @@
 //! `beta_*`, `trained_betas`, `rescale_betas_zero_snr`, `prediction_type`,
 //! `clip_sample` (default true), `clip_sample_range`, `thresholding`.
 
+use schedule::prediction::{x0_and_eps, NoiseLevel};
 use schedule::{PredictionType, SchedulerConfig};
 use tch::{Kind, Tensor};
 
-use crate::common::{check_steps, Keys, Tables, X0Processing};
-use crate::ddim::{discrete_tables, x0_and_eps};
 use crate::denoiser::Denoiser;
+use crate::discrete::discrete_tables;
 use crate::guidance::{Conditioning, Guided};
+use crate::keys::Keys;
 use crate::noise::NoiseSource;
 use crate::sample::StepInfo;
 use crate::solver::StepOutput;
+use crate::tables::{check_steps, Tables};
+use crate::x0::X0Processing;
 use crate::{Error, Result};
 
 /// diffusers' `get_schedule_jump` (`RePaintScheduler.set_timesteps`) in
@@ -164,7 +167,8 @@ impl RePaint {
     ) -> Result<StepOutput> {
         let a = self.alpha_bar(t);
         let a_prev = self.alpha_bar(t - self.ratio);
-        let (x0, eps) = x0_and_eps(self.prediction, model_output, x, &[a])?;
+        let level = NoiseLevel::from_alpha_bar(&[a], x)?;
+        let (x0, eps) = x0_and_eps(self.prediction, model_output, x, &level)?;
         let x0 = self.x0.apply(x0)?;
         let variance = (1.0 - a_prev) / (1.0 - a) * (1.0 - a / a_prev);
         let std = self.eta * variance.max(0.0).sqrt();

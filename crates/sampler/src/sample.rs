@@ -101,9 +101,9 @@ pub fn sample_from(
 mod tests {
     use super::*;
     use crate::denoiser::Cond;
+    use crate::factory::{by_name, SolverOptions};
     use crate::guidance::guide;
     use crate::noise::TorchRng;
-    use crate::solver::{by_name, SolverOptions};
     use schedule::SchedulerConfig;
     use std::cell::RefCell;
     use tch::Device;

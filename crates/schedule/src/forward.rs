@@ -16,8 +16,9 @@
 
 use tch::{Device, Kind, Tensor};
 
+use crate::batch::same_shape;
+use crate::error::{Error, Result};
 use crate::schedule::{Quantity, Schedule};
-use crate::{Error, Result};
 
 impl Schedule {
     /// x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise, per sample.
@@ -89,17 +90,6 @@ impl Schedule {
         }
         Ok(t)
     }
-}
-
-pub(crate) fn same_shape(a: &Tensor, b: &Tensor, a_name: &str, b_name: &str) -> Result<()> {
-    if a.size() != b.size() {
-        return Err(Error::Shape(format!(
-            "{a_name} has shape {:?} but {b_name} has shape {:?}",
-            a.size(),
-            b.size()
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

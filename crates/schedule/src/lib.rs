@@ -10,7 +10,8 @@
 //! - [`forward`]: `add_noise`, the velocity, and per-sample coefficient
 //!   gathering for a batch of timesteps.
 //! - [`prediction`]: the three things a model can predict (epsilon, sample,
-//!   v) and the conversions between them.
+//!   v) and the one conversion between them that every solver uses, for a
+//!   sample in variance-preserving or sigma space ([`NoiseLevel`]).
 //! - [`loss_weight`]: uniform and min-SNR-gamma loss weights.
 //! - [`config`]: [`SchedulerConfig`], which loads and writes diffusers'
 //!   `scheduler_config.json` unchanged.
@@ -30,6 +31,7 @@
 #[macro_use]
 mod names;
 
+mod batch;
 pub mod betas;
 pub mod config;
 mod error;
@@ -44,6 +46,6 @@ pub use betas::BetaSchedule;
 pub use config::{SchedulerConfig, TimestepSpacing, VarianceType};
 pub use error::{Error, Result};
 pub use loss_weight::LossWeighting;
-pub use prediction::PredictionType;
+pub use prediction::{NoiseLevel, PredictionType};
 pub use schedule::{Quantity, Schedule};
 pub use strip::{forward_samples, forward_strip};

@@ -21,9 +21,11 @@ use std::sync::Arc;
 
 use tch::{Device, Kind, Tensor};
 
+use crate::batch::same_shape;
 use crate::betas::{self, cumprod, BetaSchedule};
 use crate::config::{SchedulerConfig, VarianceType};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
+use crate::prediction::{self, NoiseLevel, PredictionType};
 
 string_enum! {
     /// A per-timestep quantity of a [`Schedule`], named as diffusers and the
@@ -292,6 +294,68 @@ impl Schedule {
     }
 }
 
+impl Schedule {
+    /// Converts a model output of type `from` at (`x_t`, `t`) into type `to`
+    /// (see [`prediction::convert`]).
+    pub fn convert(
+        &self,
+        output: &Tensor,
+        from: PredictionType,
+        to: PredictionType,
+        x_t: &Tensor,
+        t: &Tensor,
+    ) -> Result<Tensor> {
+        same_shape(x_t, output, "x_t", "model output")?;
+        if from == to {
+            return Ok(output.shallow_clone());
+        }
+        let level = NoiseLevel::VariancePreserving {
+            alpha: self.gather(Quantity::SqrtAlphasCumprod, t, x_t)?,
+            sigma: self.gather(Quantity::SqrtOneMinusAlphasCumprod, t, x_t)?,
+        };
+        prediction::convert(output, from, to, x_t, &level)
+    }
+
+    /// The predicted clean sample x_0.
+    pub fn predicted_sample(
+        &self,
+        output: &Tensor,
+        from: PredictionType,
+        x_t: &Tensor,
+        t: &Tensor,
+    ) -> Result<Tensor> {
+        self.convert(output, from, PredictionType::Sample, x_t, t)
+    }
+
+    /// The predicted noise ε.
+    pub fn predicted_epsilon(
+        &self,
+        output: &Tensor,
+        from: PredictionType,
+        x_t: &Tensor,
+        t: &Tensor,
+    ) -> Result<Tensor> {
+        self.convert(output, from, PredictionType::Epsilon, x_t, t)
+    }
+
+    /// The training target for a model of type `prediction` that sees
+    /// `add_noise(x0, noise, t)`: `noise`, `x0`, or the velocity.
+    pub fn target(
+        &self,
+        prediction: PredictionType,
+        x0: &Tensor,
+        noise: &Tensor,
+        t: &Tensor,
+    ) -> Result<Tensor> {
+        same_shape(x0, noise, "x0", "noise")?;
+        Ok(match prediction {
+            PredictionType::Epsilon => noise.shallow_clone(),
+            PredictionType::Sample => x0.shallow_clone(),
+            PredictionType::VPrediction => self.velocity(x0, noise, t)?,
+        })
+    }
+}
+
 impl fmt::Debug for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ab = self.alphas_cumprod();
@@ -404,5 +468,37 @@ mod tests {
         assert!((back - s.alpha_bar(999)).abs() < 1e-9);
         let c = s.clone();
         assert!(std::ptr::eq(c.betas().as_ptr(), s.betas().as_ptr()));
+    }
+
+    #[test]
+    fn the_true_values_convert_into_each_other() {
+        let s = Schedule::new(BetaSchedule::Linear, 1000, 1e-4, 0.02).unwrap();
+        let opts = (Kind::Double, Device::Cpu);
+        tch::manual_seed(0);
+        let x0 = Tensor::randn([4, 3, 5], opts);
+        let eps = Tensor::randn([4, 3, 5], opts);
+        let t = Tensor::from_slice(&[0i64, 10, 500, 999]);
+        let xt = s.add_noise(&x0, &eps, &t).unwrap();
+        let v = s.velocity(&x0, &eps, &t).unwrap();
+        let truth = |p| match p {
+            PredictionType::Epsilon => &eps,
+            PredictionType::Sample => &x0,
+            PredictionType::VPrediction => &v,
+        };
+        for &from in PredictionType::ALL {
+            for &to in PredictionType::ALL {
+                let got = s.convert(truth(from), from, to, &xt, &t).unwrap();
+                let err = (got - truth(to)).abs().max().double_value(&[]);
+                assert!(err < 1e-9, "{from} -> {to}: {err}");
+            }
+            assert_eq!(
+                s.target(from, &x0, &eps, &t).unwrap(),
+                truth(from).shallow_clone()
+            );
+        }
+        assert_eq!(
+            "v".parse::<PredictionType>().unwrap(),
+            PredictionType::VPrediction
+        );
     }
 }

@@ -18,7 +18,7 @@
 
 use tch::{Kind, Tensor};
 
-use crate::forward::same_shape;
+use crate::batch::same_shape;
 use crate::schedule::Schedule;
 use crate::{Error, Result};
 

@@ -14,8 +14,8 @@ use super::model::{
     cpu_noise, progress_bar, write_images, write_rows, ClassArgs, LoadedModel, ModelArgs,
 };
 use crate::edit::{edit, start_position};
+use crate::factory::{by_name, SolverOptions};
 use crate::noise::TorchRng;
-use crate::solver::{by_name, SolverOptions};
 use crate::{Error, Result};
 
 /// Flags of `lmzh edit`.

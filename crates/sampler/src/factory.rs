@@ -1,0 +1,191 @@
+//! [`by_name`]: a [`Solver`] from its name, a diffusers scheduler config and
+//! the run-time [`SolverOptions`], as a `Box<dyn Solver>`.
+
+use schedule::SchedulerConfig;
+
+use crate::ddim::Ddim;
+use crate::ddpm::Ddpm;
+use crate::dpm_solver::DpmSolverMultistep;
+use crate::error::{Error, Result};
+use crate::euler::Euler;
+use crate::euler_ancestral::EulerAncestral;
+use crate::heun::Heun;
+use crate::solver::Solver;
+
+/// The solver names [`by_name`] accepts.
+pub const SOLVER_NAMES: &[&str] = &["ddpm", "ddim", "dpm++2m", "euler", "euler-a", "heun"];
+
+/// Run-time choices that are not in a scheduler config.
+#[derive(Debug, Clone, Default)]
+pub struct SolverOptions {
+    /// DDIM's eta (0: deterministic DDIM, 1: DDPM-like); only `ddim` takes
+    /// a non-zero value.
+    pub eta: f64,
+    /// Overrides the config's `use_karras_sigmas` (`dpm++2m`, `euler`,
+    /// `heun`).
+    pub use_karras_sigmas: Option<bool>,
+}
+
+/// Builds the solver `name` (see [`SOLVER_NAMES`]) for `steps` inference
+/// steps from a diffusers scheduler config.
+pub fn by_name(
+    name: &str,
+    config: &SchedulerConfig,
+    steps: usize,
+    options: &SolverOptions,
+) -> Result<Box<dyn Solver>> {
+    let canonical = match name.trim().to_ascii_lowercase().as_str() {
+        "ddpm" => "ddpm",
+        "ddim" => "ddim",
+        "dpm++2m" | "dpm++" | "dpmsolver++" | "dpm-solver++" => "dpm++2m",
+        "euler" => "euler",
+        "euler-a" | "euler_a" | "euler-ancestral" => "euler-a",
+        "heun" => "heun",
+        _ => {
+            return Err(Error::UnknownSolver {
+                name: name.to_string(),
+                valid: SOLVER_NAMES.join(", "),
+            })
+        }
+    };
+    if options.eta != 0.0 && canonical != "ddim" {
+        return Err(Error::Unsupported(format!(
+            "--eta {} applies to the ddim sampler only, not {canonical}",
+            options.eta
+        )));
+    }
+    if !(0.0..=f64::MAX).contains(&options.eta) {
+        return Err(Error::Unsupported(format!(
+            "--eta {}: expected a number >= 0",
+            options.eta
+        )));
+    }
+    if options.use_karras_sigmas == Some(true) && !matches!(canonical, "dpm++2m" | "euler" | "heun")
+    {
+        return Err(Error::Unsupported(format!(
+            "Karras sigmas apply to dpm++2m, euler and heun, not {canonical}"
+        )));
+    }
+    let karras = options.use_karras_sigmas;
+    Ok(match canonical {
+        "ddpm" => Box::new(Ddpm::new(config, steps)?),
+        "ddim" => Box::new(Ddim::new(config, steps, options.eta)?),
+        "dpm++2m" => Box::new(DpmSolverMultistep::new(config, steps, karras)?),
+        "euler" => Box::new(Euler::new(config, steps, karras)?),
+        "euler-a" => Box::new(EulerAncestral::new(config, steps)?),
+        _ => Box::new(Heun::new(config, steps, karras)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use tch::{Device, Kind, Tensor};
+
+    use super::*;
+    use crate::solver::StepIndex;
+
+    #[test]
+    fn unknown_names_list_the_valid_ones() {
+        let cfg = SchedulerConfig::default();
+        let e = by_name("plms", &cfg, 10, &SolverOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"plms\"") && e.contains("ddpm, ddim, dpm++2m, euler, euler-a, heun"),
+            "{e}"
+        );
+        for name in SOLVER_NAMES {
+            let s = by_name(name, &cfg, 10, &SolverOptions::default()).unwrap();
+            assert_eq!(s.name(), *name);
+        }
+    }
+
+    #[test]
+    fn steps_are_checked() {
+        let cfg = SchedulerConfig::default();
+        for name in SOLVER_NAMES {
+            let e = by_name(name, &cfg, 1001, &SolverOptions::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("1001") && e.contains("1000"), "{name}: {e}");
+            assert!(by_name(name, &cfg, 0, &SolverOptions::default()).is_err());
+        }
+        let eta = SolverOptions {
+            eta: 0.5,
+            ..Default::default()
+        };
+        assert!(by_name("euler", &cfg, 10, &eta).is_err());
+        assert!(by_name("ddim", &cfg, 10, &eta).is_ok());
+    }
+
+    /// A run with per-sample positions (all equal) is the batch run, for
+    /// every solver, the multistep and two-stage ones included.
+    #[test]
+    fn per_sample_positions_agree_with_batch_positions() {
+        let cfg = SchedulerConfig::default();
+        for name in SOLVER_NAMES {
+            let mut runs = Vec::new();
+            for per_sample in [false, true] {
+                let mut s = by_name(name, &cfg, 6, &SolverOptions::default()).unwrap();
+                tensor::seed::seed_everything(5);
+                let mut x = Tensor::randn([2, 1, 3, 3], (Kind::Float, Device::Cpu));
+                for i in 0..s.timesteps().len() {
+                    let both = [i, i];
+                    let at = if per_sample {
+                        StepIndex::PerSample(&both)
+                    } else {
+                        StepIndex::Batch(i)
+                    };
+                    let input = s.scale_model_input(&x, at).unwrap();
+                    let out = input.tanh() * 0.5;
+                    x = s
+                        .step(&out, at, &x, &mut crate::noise::TorchRng)
+                        .unwrap()
+                        .prev_sample;
+                }
+                runs.push(x);
+            }
+            let diff = (&runs[0] - &runs[1]).abs().max().double_value(&[]);
+            assert!(diff < 1e-5, "{name}: {diff}");
+        }
+    }
+
+    #[test]
+    fn euler_per_sample_positions_are_independent() {
+        let cfg = SchedulerConfig::default();
+        let mut s = by_name("euler", &cfg, 10, &SolverOptions::default()).unwrap();
+        let x = Tensor::randn([2, 1, 3, 3], (Kind::Float, Device::Cpu));
+        let out = x.tanh();
+        let both = s
+            .step(
+                &out,
+                StepIndex::PerSample(&[1, 8]),
+                &x,
+                &mut crate::noise::TorchRng,
+            )
+            .unwrap()
+            .prev_sample;
+        for (k, i) in [(0, 1), (1, 8)] {
+            let one = s
+                .step(
+                    &out.narrow(0, k, 1),
+                    StepIndex::Batch(i),
+                    &x.narrow(0, k, 1),
+                    &mut crate::noise::TorchRng,
+                )
+                .unwrap()
+                .prev_sample;
+            let diff = (one - both.narrow(0, k, 1)).abs().max().double_value(&[]);
+            assert!(diff < 1e-6, "sample {k}: {diff}");
+        }
+        let e = s
+            .step(
+                &out,
+                StepIndex::PerSample(&[1]),
+                &x,
+                &mut crate::noise::TorchRng,
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("batch of 2"), "{e}");
+    }
+}

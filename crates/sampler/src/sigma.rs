@@ -1,0 +1,231 @@
+//! What the sigma-space solvers (Euler, Euler ancestral, Heun; DPM-Solver++
+//! for its noise levels) share: the state x = x_0 + sigma ε with sigma_t =
+//! sqrt((1 - alpha_bar_t) / alpha_bar_t), the model input x / sqrt(sigma² +
+//! 1), the noise-level spacings (interpolated, Karras, exponential) and the
+//! set-up from a scheduler config.
+
+use schedule::{PredictionType, SchedulerConfig, TimestepSpacing};
+use tch::Tensor;
+
+use crate::error::{Error, Result};
+use crate::keys::Keys;
+use crate::numpy::{f32r, interp, np_linspace};
+use crate::solver::coef;
+use crate::tables::{check_steps, check_timesteps, spaced_timesteps, Tables};
+
+/// How a sigma-space solver spreads its noise levels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum SigmaSpacing {
+    /// Interpolated from the training table at the timesteps.
+    Timesteps,
+    Karras,
+    Exponential,
+}
+
+impl SigmaSpacing {
+    /// From `use_karras_sigmas`, `use_exponential_sigmas`, `use_beta_sigmas`
+    /// and the command line's override of the first.
+    pub(crate) fn from_keys(keys: Keys<'_>, karras: Option<bool>) -> Result<Self> {
+        if keys.bool("use_beta_sigmas", false)? {
+            return Err(Error::config(
+                "use_beta_sigmas",
+                "beta sigmas are not supported",
+            ));
+        }
+        let karras_cfg = keys.bool("use_karras_sigmas", false)?;
+        let exponential = keys.bool("use_exponential_sigmas", false)?;
+        match karras {
+            Some(true) => return Ok(SigmaSpacing::Karras),
+            Some(false) if exponential => return Ok(SigmaSpacing::Exponential),
+            Some(false) => return Ok(SigmaSpacing::Timesteps),
+            None => {}
+        }
+        Ok(match (karras_cfg, exponential) {
+            (true, true) => {
+                return Err(Error::config(
+                    "use_karras_sigmas",
+                    "only one of use_karras_sigmas and use_exponential_sigmas can be set",
+                ))
+            }
+            (true, false) => SigmaSpacing::Karras,
+            (false, true) => SigmaSpacing::Exponential,
+            (false, false) => SigmaSpacing::Timesteps,
+        })
+    }
+}
+
+/// The sigmas (without the final one) and timesteps of Euler and Heun.
+pub(crate) fn sigma_schedule(
+    tables: &Tables,
+    timesteps: Vec<f64>,
+    spacing: SigmaSpacing,
+    sigma_min: Option<f64>,
+    sigma_max: Option<f64>,
+) -> (Vec<f64>, Vec<f64>) {
+    let full = tables.sigmas();
+    let log_sigmas: Vec<f32> = full.iter().map(|s| s.ln()).collect();
+    let sigmas: Vec<f64> = timesteps.iter().map(|&t| interp(t, &full)).collect();
+    let n = sigmas.len();
+    let (lo, hi) = (
+        sigma_min.unwrap_or(sigmas[n - 1]),
+        sigma_max.unwrap_or(sigmas[0]),
+    );
+    let sigmas = match spacing {
+        SigmaSpacing::Timesteps => return (timesteps, sigmas),
+        SigmaSpacing::Karras => karras_sigmas(lo, hi, n),
+        SigmaSpacing::Exponential => exponential_sigmas(lo, hi, n),
+    };
+    let timesteps = sigmas
+        .iter()
+        .map(|&s| f32r(sigma_to_t(s, &log_sigmas)))
+        .collect();
+    (timesteps, sigmas)
+}
+
+/// diffusers' `init_noise_sigma` of the sigma-space solvers.
+pub(crate) fn init_noise_sigma(sigmas: &[f64], spacing: TimestepSpacing) -> f64 {
+    let max = sigmas.iter().copied().fold(0.0f64, f64::max) as f32;
+    match spacing {
+        TimestepSpacing::Linspace | TimestepSpacing::Trailing => f64::from(max),
+        TimestepSpacing::Leading => f64::from((max * max + 1.0).sqrt()),
+    }
+}
+
+/// x / sqrt(sigma² + 1) per sample.
+pub(crate) fn scale_by_sigma(x: &Tensor, sigma: &[f64]) -> Result<Tensor> {
+    let c: Vec<f64> = sigma.iter().map(|s| 1.0 / (s * s + 1.0).sqrt()).collect();
+    Ok(x * coef(&c, x)?)
+}
+
+/// The options Euler and Heun share.
+pub(crate) struct SigmaSetup {
+    pub tables: Tables,
+    pub timesteps: Vec<f64>,
+    pub sigmas: Vec<f64>,
+    pub spacing: TimestepSpacing,
+    pub prediction: PredictionType,
+}
+
+/// Builds the schedule of a sigma-space solver; `beta_defaults` are the
+/// solver's diffusers defaults and `has_rescale` whether it knows
+/// `rescale_betas_zero_snr`.
+pub(crate) fn sigma_setup(
+    config: &SchedulerConfig,
+    steps: usize,
+    beta_defaults: (f64, f64),
+    has_rescale: bool,
+    spacing_kind: Option<SigmaSpacing>,
+) -> Result<SigmaSetup> {
+    let keys = Keys::new(config);
+    let rescale = has_rescale
+        && keys.typed(
+            "rescale_betas_zero_snr",
+            config.rescale_betas_zero_snr,
+            false,
+        );
+    let mut tables = Tables::new(
+        config,
+        keys.typed("beta_start", config.beta_start, beta_defaults.0),
+        keys.typed("beta_end", config.beta_end, beta_defaults.1),
+        rescale,
+    )?;
+    if rescale {
+        tables.clamp_zero_terminal_snr();
+    }
+    let train = tables.num_train_timesteps();
+    check_steps(steps, train)?;
+    let spacing = keys.typed(
+        "timestep_spacing",
+        config.timestep_spacing,
+        TimestepSpacing::Linspace,
+    );
+    let offset = keys.typed("steps_offset", config.steps_offset, 0);
+    let ts = spaced_timesteps(spacing, train, steps, offset, false);
+    check_timesteps(&ts, train)?;
+    let (timesteps, sigmas) = match spacing_kind {
+        Some(kind) => sigma_schedule(
+            &tables,
+            ts,
+            kind,
+            keys.opt_f64("sigma_min")?,
+            keys.opt_f64("sigma_max")?,
+        ),
+        None => {
+            let full = tables.sigmas();
+            let s = ts.iter().map(|&t| interp(t, &full)).collect();
+            (ts, s)
+        }
+    };
+    Ok(SigmaSetup {
+        prediction: keys.typed(
+            "prediction_type",
+            config.prediction_type,
+            PredictionType::Epsilon,
+        ),
+        tables,
+        timesteps,
+        sigmas,
+        spacing,
+    })
+}
+
+/// Karras et al. (2022) noise levels: `n` sigmas from `max` to `min`, evenly
+/// spaced in sigma^(1/7).
+pub(crate) fn karras_sigmas(min: f64, max: f64, n: usize) -> Vec<f64> {
+    let rho = 7.0;
+    let (min_inv, max_inv) = (min.powf(1.0 / rho), max.powf(1.0 / rho));
+    np_linspace(0.0, 1.0, n)
+        .into_iter()
+        .map(|r| (max_inv + r * (min_inv - max_inv)).powf(rho))
+        .collect()
+}
+
+/// `n` sigmas from `max` to `min`, evenly spaced in log sigma.
+pub(crate) fn exponential_sigmas(min: f64, max: f64, n: usize) -> Vec<f64> {
+    np_linspace(max.ln(), min.ln(), n)
+        .into_iter()
+        .map(f64::exp)
+        .collect()
+}
+
+/// diffusers' `_sigma_to_t`: the (fractional) training timestep of a noise
+/// level, interpolating log sigma linearly.
+pub(crate) fn sigma_to_t(sigma: f64, log_sigmas: &[f32]) -> f64 {
+    let log_sigma = sigma.max(1e-10).ln();
+    let n = log_sigmas.len();
+    // The last index whose log sigma is <= log_sigma (0 when none is).
+    let mut low = 0;
+    let mut count = 0;
+    let mut best = 0;
+    for (i, &ls) in log_sigmas.iter().enumerate() {
+        if log_sigma - f64::from(ls) >= 0.0 {
+            count += 1;
+            if count > best {
+                best = count;
+                low = i;
+            }
+        }
+    }
+    let low = low.min(n - 2);
+    let high = low + 1;
+    let lo = f64::from(log_sigmas[low]);
+    // numpy subtracts the two float32 table entries in float32.
+    let span = f64::from(log_sigmas[low] - log_sigmas[high]);
+    let w = ((lo - log_sigma) / span).clamp(0.0, 1.0);
+    (1.0 - w) * low as f64 + w * high as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sigma_to_t_inverts_the_table() {
+        let s: Vec<f32> = (1..=10).map(|i| i as f32).collect();
+        let log: Vec<f32> = s.iter().map(|x| x.ln()).collect();
+        assert!((sigma_to_t(3.0, &log) - 2.0).abs() < 1e-6);
+        assert_eq!(sigma_to_t(100.0, &log), 9.0);
+        assert_eq!(sigma_to_t(0.1, &log), 0.0);
+        assert!((interp(2.5, &s) - 3.5).abs() < 1e-12);
+    }
+}
