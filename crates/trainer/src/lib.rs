@@ -4,7 +4,7 @@
 //! class-conditional U-Net on the bundled digits and leaves a run directory
 //! with samples, metrics, checkpoints and a diffusers export. As a library:
 //! [`Trainer::new`] sets a run up, [`Trainer::step`] trains one optimiser
-//! step, [`Trainer::run`] loops with the periodic hooks, and [`train`] does
+//! step, [`Trainer::run`] loops with the periodic hooks, and [`train()`] does
 //! all three (see `examples/train_tiny.rs`).
 //!
 //! - [`config`]: [`TrainConfig`], every knob, as TOML, with presets;

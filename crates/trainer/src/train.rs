@@ -2,7 +2,7 @@
 //! and runs it.
 //!
 //! Each step is [`Trainer::step`] on the loader's next batches; between
-//! steps the hooks of [`crate::hooks`] write the metrics, sample grids,
+//! steps the hooks (`hooks.rs`) write the metrics, sample grids,
 //! checkpoints and evaluations. A step with a non-finite loss or gradient is
 //! skipped (no update), logged with its timesteps, and counted; after
 //! `log.max_bad_steps` in a row the run stops with its last good checkpoint

@@ -33,7 +33,7 @@ pub struct TrainOptions {
     pub resume: Option<PathBuf>,
     /// Stop (with a checkpoint) after this step, before `config.steps`.
     pub stop_after: Option<u64>,
-    /// Show a progress bar (with the `cli` feature; [`crate::train`]).
+    /// Show a progress bar (with the `cli` feature; [`crate::train()`]).
     pub progress: bool,
     /// Set to stop cleanly with a checkpoint (Ctrl-C).
     pub interrupt: Option<Arc<AtomicBool>>,
