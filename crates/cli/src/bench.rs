@@ -1,10 +1,10 @@
 //! `lmzh bench`: how fast this machine trains and samples, with the
 //! product's own code paths on a random-weight model.
 //!
-//! - `lmzh bench train`: optimiser steps of the trainer (the objective of
-//!   `trainer::train::objective`, backward, gradient norm and clipping,
-//!   AdamW, EMA, and the step's one host read of loss and norm) on random
-//!   images of the layout's shape.
+//! - `lmzh bench train`: optimiser steps of the trainer, `Trainer::step`
+//!   itself (the draws, the objective, backward, the divergence guard's one
+//!   host read, clipping, AdamW, EMA), on a fixed batch of random images of
+//!   the layout's shape.
 //! - `lmzh bench sample`: one DPM-Solver++(2M) sampling run of `--steps`
 //!   model evaluations (`sampler::sample`), with the sampler's forward.
 //! - `lmzh bench matmul`: the GEMM rate of libtorch on this device, the
@@ -20,9 +20,10 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use schedule::{Schedule, SchedulerConfig};
+use schedule::SchedulerConfig;
 use tensor::tch::{self, Device, Kind, Tensor};
 use tensor::Precision;
+use trainer::{MicroBatch, TrainConfig, Trainer};
 use unet::{UNet, UNetConfig};
 
 /// Flags of `lmzh bench`.
@@ -127,25 +128,25 @@ fn model_bench(args: &Args, mode: &str, device: Device) -> Result<serde_json::Va
     if let Err(e) = cfg.check_sample_hw(h, w) {
         bail!("--size {h}: {e}");
     }
-    tensor::seed::seed_everything(0);
-    let mut unet = UNet::new(&cfg, device)?;
-    if args.channels_last {
-        unet.to_channels_last();
-    }
-    let forward_flops: u64 = unet.model.flops(h, w)?.iter().map(|(_, f)| f).sum();
     let shape = [args.batch, cfg.in_channels, h, w];
-    let (seconds, images, flops_per_image) = match mode {
-        "train" => (
-            train(&unet, args, shape, device)?,
-            args.batch as usize * args.steps,
-            3 * forward_flops,
-        ),
-        _ => (
-            sample(&unet, args, shape, device)?,
-            args.batch as usize * args.steps,
-            forward_flops,
-        ),
+    let (seconds, unet, flops_per_image) = match mode {
+        "train" => {
+            let mut trainer = bench_trainer(args, &cfg)?;
+            let seconds = train(&mut trainer, args, shape, device)?;
+            let forward = forward_flops(trainer.unet(), h, w)?;
+            (seconds, trainer.unet().num_parameters(), 3 * forward)
+        }
+        _ => {
+            tensor::seed::seed_everything(0);
+            let mut unet = UNet::new(&cfg, device)?;
+            if args.channels_last {
+                unet.to_channels_last();
+            }
+            let seconds = sample(&unet, args, shape, device)?;
+            (seconds, unet.num_parameters(), forward_flops(&unet, h, w)?)
+        }
     };
+    let images = args.batch as usize * args.steps;
     let img_per_s = images as f64 / seconds;
     Ok(serde_json::json!({
         "mode": mode,
@@ -156,7 +157,7 @@ fn model_bench(args: &Args, mode: &str, device: Device) -> Result<serde_json::Va
         "channels_last": args.channels_last,
         "device": format!("{device:?}"),
         "threads": tch::get_num_threads(),
-        "parameters": unet.num_parameters(),
+        "parameters": unet,
         "steps": args.steps,
         "seconds": seconds,
         "img_per_s": img_per_s,
@@ -166,52 +167,54 @@ fn model_bench(args: &Args, mode: &str, device: Device) -> Result<serde_json::Va
     }))
 }
 
-/// Seconds for `args.steps` optimiser steps, after the warm-up.
-fn train(unet: &UNet, args: &Args, shape: [i64; 4], device: Device) -> Result<f64> {
-    let params = trainer::train::trainable_params(unet);
-    let mut opt = trainer::optim::AdamW::new(
-        params
-            .iter()
-            .map(|(n, t)| (n.clone(), t.shallow_clone()))
-            .collect(),
-        trainer::optim::OptimConfig::default(),
-    )?;
-    let mut ema = trainer::ema::Ema::new(&params, trainer::ema::EmaConfig::default())?;
-    let noise_config = trainer::config::NoiseConfig::default();
-    let schedule = Schedule::from_config(&noise_config.scheduler_config())?;
-    let x0 = Tensor::rand(shape, (Kind::Float, device)) * 2.0 - 1.0;
-    let mut step = |k: usize| -> Result<()> {
-        let t = Tensor::randint(1000, [shape[0]], (Kind::Int64, device));
-        let noise = x0.randn_like();
-        let batch = trainer::train::Batch {
-            x0: &x0,
-            noise: &noise,
-            t: &t,
-            labels: None,
-        };
-        let loss =
-            trainer::train::objective(unet, &schedule, &noise_config, args.precision, &batch)?;
-        loss.backward();
-        let norm = opt.grad_norm();
-        // The trainer's one host read per step (its divergence guard).
-        let read = Tensor::stack(&[loss.detach(), norm.shallow_clone()], 0)
-            .to_kind(Kind::Double)
-            .to_device(Device::Cpu);
-        if !read.double_value(&[0]).is_finite() {
-            bail!("the loss went non-finite at step {k}");
+/// FLOPs of one forward pass at `h` x `w`.
+fn forward_flops(unet: &UNet, h: i64, w: i64) -> Result<u64> {
+    Ok(unet.model.flops(h, w)?.iter().map(|(_, f)| f).sum())
+}
+
+/// The trainer `lmzh bench train` times: a random-weight U-Net of `cfg`
+/// under the default training settings (AdamW, EMA, epsilon objective) with
+/// the flags' batch, precision, memory format and device, and no data source.
+pub fn bench_trainer(args: &Args, cfg: &UNetConfig) -> Result<Trainer> {
+    let mut config = TrainConfig {
+        device: args.device.parse()?,
+        mixed_precision: args.precision,
+        channels_last: args.channels_last,
+        steps: (args.warmup + args.steps) as u64,
+        batch_size: args.batch as usize,
+        grad_accum: 1,
+        noise: trainer::config::NoiseConfig::default(),
+        ..TrainConfig::default()
+    };
+    config.model.class_conditional = false;
+    Ok(Trainer::for_model(config, cfg)?)
+}
+
+/// The fixed batch the bench trains on: uniform random images in [-1, 1].
+pub fn bench_batch(shape: [i64; 4], device: Device) -> MicroBatch {
+    tch::manual_seed(0);
+    MicroBatch {
+        images: Tensor::rand(shape, (Kind::Float, device)) * 2.0 - 1.0,
+        labels: None,
+    }
+}
+
+/// Seconds for `args.steps` optimiser steps of `trainer`, after the warm-up.
+fn train(trainer: &mut Trainer, args: &Args, shape: [i64; 4], device: Device) -> Result<f64> {
+    let batch = [bench_batch(shape, device)];
+    let step = |trainer: &mut Trainer| -> Result<()> {
+        let out = trainer.step(&batch)?;
+        if out.skipped {
+            bail!("the loss went non-finite at step {}", out.step);
         }
-        opt.clip_grad_norm(&norm);
-        opt.step(1e-4);
-        ema.update(&params, opt.step);
-        opt.zero_grad();
         Ok(())
     };
-    for k in 0..args.warmup {
-        step(k)?;
+    for _ in 0..args.warmup {
+        step(trainer)?;
     }
     let start = Instant::now();
-    for k in 0..args.steps {
-        step(k)?;
+    for _ in 0..args.steps {
+        step(trainer)?;
     }
     sync(device);
     Ok(start.elapsed().as_secs_f64())
@@ -322,6 +325,38 @@ mod tests {
         assert!(err.contains("--layout") && err.contains("grey32"), "{err}");
         let big = layout("grey32", Some(64)).unwrap();
         assert_eq!(big.sample_hw(), Some((64, 64)));
+    }
+
+    #[test]
+    fn the_train_bench_times_the_trainers_own_step() {
+        let args = Args {
+            mode: "train".into(),
+            layout: "tiny".into(),
+            size: None,
+            batch: 2,
+            steps: 2,
+            warmup: 1,
+            precision: Precision::Fp32,
+            channels_last: false,
+            device: "cpu".into(),
+            threads: None,
+            guidance_scale: 1.0,
+            guidance_sequential: false,
+        };
+        let cfg = layout(&args.layout, None).unwrap();
+        let shape = [2, cfg.in_channels, 8, 8];
+        let mut benched = bench_trainer(&args, &cfg).unwrap();
+        train(&mut benched, &args, shape, Device::Cpu).unwrap();
+        // The same three steps through `Trainer::step`, the training loop's step.
+        let mut direct = bench_trainer(&args, &cfg).unwrap();
+        let batch = [bench_batch(shape, Device::Cpu)];
+        for _ in 0..3 {
+            assert!(!direct.step(&batch).unwrap().skipped);
+        }
+        assert_eq!(benched.steps_done(), 3);
+        assert_eq!(benched.params_digest(), direct.params_digest());
+        let ema = |t: &Trainer| trainer::distributed::digest(t.ema().shadow());
+        assert_eq!(ema(&benched), ema(&direct));
     }
 
     #[test]

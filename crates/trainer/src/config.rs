@@ -9,8 +9,9 @@ use data_pipeline::preprocess::Preprocess;
 use data_pipeline::source::SourceSpec;
 use schedule::{BetaSchedule, LossWeighting, PredictionType, SchedulerConfig};
 use serde::{Deserialize, Serialize};
-use tensor::{DeviceSpec, Precision};
 use unet::UNetConfig;
+
+pub use tensor::{DeviceSpec, Precision};
 
 use crate::ema::EmaConfig;
 use crate::optim::OptimConfig;

@@ -31,6 +31,12 @@ pub enum Error {
     )]
     Diverged { count: usize, step: u64 },
 
+    #[error(
+        "this trainer has no {0}: it was built by Trainer::for_model, which trains on the \
+         batches it is given and writes nothing"
+    )]
+    Detached(&'static str),
+
     #[error(transparent)]
     Tensor(#[from] tensor::Error),
 

@@ -14,27 +14,16 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use data_pipeline::preprocess::Preprocess;
 use schedule::SchedulerConfig;
-use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
 /// The diffusers version whose file layout the export follows.
 pub const DIFFUSERS_VERSION: &str = "0.42.1";
 
-/// `run.json`: the sampling-time facts about a run's data.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunInfo {
-    /// Class names by label; empty for unconditional models.
-    pub class_names: Vec<String>,
-    /// The label that means "no class" (classifier-free guidance), if any.
-    pub null_label: Option<i64>,
-    /// The preprocessing the model was trained with.
-    pub preprocess: Preprocess,
-    /// The data source it was trained on.
-    pub source: String,
-}
+/// `run.json`: the sampling-time facts about a run's data, the type the
+/// sampler's [`sampler::pipeline::Pipeline`] reads back.
+pub use sampler::pipeline::RunInfo;
 
 /// Paths inside a run directory.
 #[derive(Debug, Clone)]

@@ -1,0 +1,403 @@
+//! [`Trainer`]: a training run set up and ready to step.
+//!
+//! [`Trainer::new`] does everything that comes before step 0 (resume, the run
+//! folder, the data loader, the U-Net, AdamW, the EMA, the process group);
+//! [`Trainer::step`] trains one optimiser step; [`Trainer::run`] is the loop
+//! with its periodic hooks. [`Trainer::for_model`] builds the same training
+//! state without data or run folder, for callers that bring their own
+//! batches (`lmzh bench train`, tests).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use data_pipeline::loader::DataLoader;
+use data_pipeline::preprocess::Chw;
+use data_pipeline::source::OpenOptions;
+use schedule::{Schedule, SchedulerConfig};
+use tch::{Device, Tensor};
+use unet::{UNet, UNetConfig};
+
+use crate::checkpoint::{self, Checkpoint};
+use crate::config::TrainConfig;
+use crate::distributed::{self, Dist, DistOptions};
+use crate::ema::Ema;
+use crate::optim::AdamW;
+use crate::run_dir::{self, RunDir, RunInfo};
+use crate::{Error, Result};
+
+/// How to run (as opposed to what to train, which is the config).
+#[derive(Debug, Default, Clone)]
+pub struct TrainOptions {
+    /// Continue from this checkpoint file.
+    pub resume: Option<PathBuf>,
+    /// Stop (with a checkpoint) after this step, before `config.steps`.
+    pub stop_after: Option<u64>,
+    /// Show a progress bar (with the `cli` feature; [`crate::train()`]).
+    pub progress: bool,
+    /// Set to stop cleanly with a checkpoint (Ctrl-C).
+    pub interrupt: Option<Arc<AtomicBool>>,
+    /// Make the loss of step number `n` (1-based, as in metrics.jsonl) NaN,
+    /// for tests of the divergence guard.
+    pub inject_nan_at: Option<u64>,
+    /// On resume: train to this many steps instead of the saved config's.
+    pub steps: Option<u64>,
+    /// Join the multi-process run that torchrun's variables describe, if any
+    /// (see [`crate::distributed`]); `None`: one process, whatever the
+    /// environment says.
+    pub distributed: Option<DistOptions>,
+}
+
+/// The training data of a run: its loader, one preprocessed image (the
+/// shape of samples) and its number of classes (0: unconditional).
+pub(crate) struct Data {
+    pub(crate) loader: DataLoader,
+    pub(crate) probe: Chw,
+    pub(crate) num_classes: usize,
+}
+
+/// A training run: model, optimiser, EMA, schedule, and (from
+/// [`Trainer::new`]) its data and run folder.
+pub struct Trainer {
+    pub(crate) config: TrainConfig,
+    pub(crate) config_toml: String,
+    pub(crate) device: Device,
+    pub(crate) unet: UNet,
+    pub(crate) params: Vec<(String, Tensor)>,
+    pub(crate) opt: AdamW,
+    pub(crate) ema: Ema,
+    pub(crate) schedule: Schedule,
+    pub(crate) scheduler_config: SchedulerConfig,
+    /// The label that means "no class" (label dropout), if class-conditional.
+    pub(crate) null_label: Option<i64>,
+    pub(crate) dist: Dist,
+    pub(crate) data: Option<Data>,
+    pub(crate) run: Option<RunDir>,
+    /// Optimiser steps taken (or skipped) so far, the resumed ones included.
+    pub(crate) step: u64,
+    pub(crate) skipped_steps: u64,
+    pub(crate) bad_in_a_row: usize,
+    pub(crate) resumed: bool,
+    pub(crate) stop_after: Option<u64>,
+    pub(crate) interrupt: Option<Arc<AtomicBool>>,
+    pub(crate) inject_nan_at: Option<u64>,
+}
+
+impl std::fmt::Debug for Trainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer")
+            .field("name", &self.config.name)
+            .field("device", &self.device)
+            .field("step", &self.step)
+            .field("run", &self.run)
+            .field("rank", &self.dist.rank())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Trainer {
+    /// Sets up a run as `config` says: with `opts.resume`, the checkpoint's
+    /// config instead (with `opts.steps` as the new total, if given) and its
+    /// whole state. Writes the run folder's config, `run.json` and pipeline
+    /// files (rank 0).
+    pub fn new(config: TrainConfig, opts: &TrainOptions) -> Result<Trainer> {
+        let resumed = match &opts.resume {
+            Some(path) => Some((path, checkpoint::load(path, Device::Cpu)?)),
+            None => None,
+        };
+        let (config, run_root) = match &resumed {
+            Some((path, ck)) => resumed_config(path, ck, opts.steps)?,
+            None => {
+                let name = if config.name.is_empty() {
+                    run_dir::timestamped("run")
+                } else {
+                    config.name.clone()
+                };
+                let root = config.runs_dir.join(&name);
+                (config, root)
+            }
+        };
+        config.validate()?;
+        let device = config.device.resolve()?;
+        let dist = match &opts.distributed {
+            Some(o) => Dist::from_env(o, device)?,
+            None => Dist::single(),
+        };
+        let device = dist.device(device);
+        // Only rank 0 writes the run folder.
+        let main = dist.is_main();
+        let run = if main {
+            RunDir::create(run_root)?
+        } else {
+            RunDir { root: run_root }
+        };
+
+        // Data.
+        let dataset = config.data.source.open(&OpenOptions {
+            strict: config.data.strict,
+            cache: None,
+        })?;
+        let probe = config
+            .data
+            .preprocess
+            .apply_deterministic(dataset.image(0)?);
+        let class_names = dataset.class_names().to_vec();
+        let num_classes = if config.model.class_conditional {
+            class_names.len()
+        } else {
+            0
+        };
+        let start_pos = resumed
+            .as_ref()
+            .map(|(_, c)| c.position)
+            .unwrap_or_default();
+        let loader = DataLoader::sharded(
+            dataset,
+            config.data.preprocess.clone(),
+            config.loader(),
+            start_pos,
+            dist.shard(),
+        )?;
+
+        let unet_config =
+            config
+                .model
+                .unet_config(probe.channels as i64, probe.height as i64, num_classes)?;
+        let mut t = Trainer::build(config, &unet_config, device, dist)?;
+        t.data = Some(Data {
+            loader,
+            probe,
+            num_classes,
+        });
+        t.run = Some(run);
+        t.stop_after = opts.stop_after;
+        t.interrupt = opts.interrupt.clone();
+        t.inject_nan_at = opts.inject_nan_at;
+
+        let run = t.run_dir()?;
+        if let Some((_, ck)) = &resumed {
+            t.restore(ck)?;
+            if main {
+                run_dir::truncate_metrics(&run.metrics(), t.step)?;
+            }
+            tracing::info!(step = t.step, run = %run.root.display(), "resumed");
+        } else if main {
+            tensor::fs::write_bytes_atomic(&run.config(), t.config_toml.as_bytes())?;
+        }
+        t.sync_replicas()?;
+        if main {
+            t.write_run_files(&class_names, num_classes)?;
+        }
+        Ok(t)
+    }
+
+    /// The training state of a U-Net of `unet_config` under `config`'s
+    /// seed, device, precision, noise, optimiser and EMA settings, with no
+    /// data source and no run folder: it trains on the batches it is given
+    /// ([`Trainer::step`]), one process, and writes nothing.
+    pub fn for_model(config: TrainConfig, unet_config: &UNetConfig) -> Result<Trainer> {
+        config.validate()?;
+        let device = config.device.resolve()?;
+        Trainer::build(config, unet_config, device, Dist::single())
+    }
+
+    /// Model, optimiser, EMA and schedule, with the model initialised from
+    /// the run's seed.
+    fn build(
+        config: TrainConfig,
+        unet_config: &UNetConfig,
+        device: Device,
+        dist: Dist,
+    ) -> Result<Trainer> {
+        tch::manual_seed(tensor::seed::derive_seed(config.seed, "init") as i64);
+        let mut unet = UNet::new(unet_config, device)?;
+        if config.channels_last {
+            unet.to_channels_last();
+        }
+        tensor::amp::check(config.mixed_precision, device)?;
+        let params = trainable_params(&unet);
+        let opt = AdamW::new(
+            params
+                .iter()
+                .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                .collect(),
+            config.optim.clone(),
+        )?;
+        let ema = Ema::new(&params, config.ema.clone())?;
+        let scheduler_config = config.noise.scheduler_config();
+        let schedule = Schedule::from_config(&scheduler_config)?;
+        // Class `n` of n classes is the null label (`num_class_embeds` = n + 1).
+        let null_label = unet_config.num_class_embeds.map(|n| n - 1);
+        let config_toml = config.to_toml();
+        Ok(Trainer {
+            config,
+            config_toml,
+            device,
+            unet,
+            params,
+            opt,
+            ema,
+            schedule,
+            scheduler_config,
+            null_label,
+            dist,
+            data: None,
+            run: None,
+            step: 0,
+            skipped_steps: 0,
+            bad_in_a_row: 0,
+            resumed: false,
+            stop_after: None,
+            interrupt: None,
+            inject_nan_at: None,
+        })
+    }
+
+    /// The run's config (on resume: the checkpoint's).
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// The model being trained (its current weights, not the EMA's).
+    pub fn unet(&self) -> &UNet {
+        &self.unet
+    }
+
+    /// The trained tensors by name, in name order.
+    pub fn params(&self) -> &[(String, Tensor)] {
+        &self.params
+    }
+
+    /// The weight average used for sampling and export.
+    pub fn ema(&self) -> &Ema {
+        &self.ema
+    }
+
+    /// Steps done so far (taken or skipped), the resumed ones included.
+    pub fn steps_done(&self) -> u64 {
+        self.step
+    }
+
+    /// Steps skipped by the divergence guard so far.
+    pub fn skipped_steps(&self) -> u64 {
+        self.skipped_steps
+    }
+
+    /// Digest of the trained parameters ([`distributed::digest`]).
+    pub fn params_digest(&self) -> u64 {
+        distributed::digest(&self.params)
+    }
+
+    /// Rank 0: the one process that writes files.
+    pub fn is_main(&self) -> bool {
+        self.dist.is_main()
+    }
+
+    /// The run folder, if this trainer has one.
+    pub fn run_root(&self) -> Option<&Path> {
+        self.run.as_ref().map(|r| r.root.as_path())
+    }
+
+    pub(crate) fn run_dir(&self) -> Result<RunDir> {
+        self.run.clone().ok_or(Error::Detached("run folder"))
+    }
+
+    pub(crate) fn data(&self) -> Result<&Data> {
+        self.data.as_ref().ok_or(Error::Detached("data source"))
+    }
+
+    /// True when Ctrl-C (or whoever holds the flag) asked the run to stop.
+    pub(crate) fn interrupt_requested(&self) -> bool {
+        self.interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::SeqCst))
+    }
+
+    fn restore(&mut self, ck: &Checkpoint) -> Result<()> {
+        let vars = self.unet.vs.variables();
+        tch::no_grad(|| -> Result<()> {
+            for (name, mut var) in vars {
+                let src = ck.model.get(&name).ok_or_else(|| Error::Setting {
+                    key: format!("model.{name}"),
+                    reason: "missing from the checkpoint".into(),
+                })?;
+                var.f_copy_(src)?;
+            }
+            Ok(())
+        })?;
+        self.ema.load(&ck.ema)?;
+        self.opt.load_state(&ck.optim, ck.optim_step)?;
+        self.step = ck.step;
+        self.skipped_steps = ck.skipped_steps;
+        self.resumed = true;
+        Ok(())
+    }
+
+    /// Makes every replica start from rank 0's state: parameters and
+    /// buffers, EMA and optimiser moments.
+    fn sync_replicas(&self) -> Result<()> {
+        if self.dist.world_size() == 1 {
+            return Ok(());
+        }
+        // By name: `variables()` is a HashMap, in a different order in each process.
+        let mut vars: Vec<(String, Tensor)> = self.unet.vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut all: Vec<Tensor> = vars.into_iter().map(|(_, t)| t).collect();
+        all.extend(self.ema.shadow().iter().map(|(_, t)| t.shallow_clone()));
+        all.extend(self.opt.state().into_values());
+        self.dist.broadcast_from_main(&all)
+    }
+
+    /// The run's `run.json` and diffusers pipeline files (rank 0).
+    fn write_run_files(&self, class_names: &[String], num_classes: usize) -> Result<()> {
+        let run = self.run_dir()?;
+        run.write_info(&RunInfo {
+            class_names: if num_classes > 0 {
+                class_names.to_vec()
+            } else {
+                Vec::new()
+            },
+            null_label: self.null_label,
+            preprocess: Some(self.config.data.preprocess.deterministic()),
+            source: Some(self.config.data.source.to_string()),
+        })?;
+        run.write_pipeline_files(&self.scheduler_config)?;
+        Ok(())
+    }
+}
+
+/// The config saved in a checkpoint (with `steps` as the new total, if
+/// given) and the run folder it belongs to.
+fn resumed_config(
+    path: &Path,
+    ck: &Checkpoint,
+    steps: Option<u64>,
+) -> Result<(TrainConfig, PathBuf)> {
+    let mut saved: TrainConfig =
+        toml::from_str(&ck.config_toml).map_err(|e| Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason: format!("its config does not parse: {e}"),
+        })?;
+    if let Some(steps) = steps {
+        saved.steps = steps;
+    }
+    let root = path
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    Ok((saved, root))
+}
+
+/// The model's trained tensors by name, in name order (the order of the
+/// optimiser state, the EMA and the gradient buckets).
+pub fn trainable_params(unet: &UNet) -> Vec<(String, Tensor)> {
+    let mut params: Vec<(String, Tensor)> = unet
+        .vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .collect();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    params
+}
