@@ -316,6 +316,24 @@ fn peak_rss_mb() -> f64 {
 mod tests {
     use super::*;
 
+    /// Two steps of the tiny layout on the CPU, batch 2.
+    fn tiny(mode: &str) -> Args {
+        Args {
+            mode: mode.into(),
+            layout: "tiny".into(),
+            size: None,
+            batch: 2,
+            steps: 2,
+            warmup: 1,
+            precision: Precision::Fp32,
+            channels_last: false,
+            device: "cpu".into(),
+            threads: None,
+            guidance_scale: 1.0,
+            guidance_sequential: false,
+        }
+    }
+
     #[test]
     fn grey32_is_the_documented_model() {
         let cfg = layout("grey32", None).unwrap();
@@ -329,20 +347,7 @@ mod tests {
 
     #[test]
     fn the_train_bench_times_the_trainers_own_step() {
-        let args = Args {
-            mode: "train".into(),
-            layout: "tiny".into(),
-            size: None,
-            batch: 2,
-            steps: 2,
-            warmup: 1,
-            precision: Precision::Fp32,
-            channels_last: false,
-            device: "cpu".into(),
-            threads: None,
-            guidance_scale: 1.0,
-            guidance_sequential: false,
-        };
+        let args = tiny("train");
         let cfg = layout(&args.layout, None).unwrap();
         let shape = [2, cfg.in_channels, 8, 8];
         let mut benched = bench_trainer(&args, &cfg).unwrap();
@@ -363,18 +368,9 @@ mod tests {
     fn a_tiny_train_and_sample_bench_report_throughput() {
         for mode in ["train", "sample"] {
             let args = Args {
-                mode: mode.into(),
-                layout: "tiny".into(),
-                size: None,
-                batch: 2,
-                steps: 2,
-                warmup: 1,
-                precision: Precision::Fp32,
                 channels_last: true,
-                device: "cpu".into(),
-                threads: None,
                 guidance_scale: if mode == "sample" { 2.0 } else { 1.0 },
-                guidance_sequential: false,
+                ..tiny(mode)
             };
             let v = model_bench(&args, mode, Device::Cpu).unwrap();
             assert!(v["img_per_s"].as_f64().unwrap() > 0.0, "{v}");
