@@ -207,7 +207,7 @@ fn train(unet: &UNet, args: &Args, shape: [i64; 4], device: Device) -> Result<f6
 
 /// Seconds for one sampling run of `args.steps` model evaluations.
 fn sample(unet: &UNet, args: &Args, shape: [i64; 4], device: Device) -> Result<f64> {
-    let config = SchedulerConfig::default();
+    let config = SchedulerConfig::ddpm();
     let model = |x: &Tensor, t: &Tensor, c: Option<&Tensor>| {
         sampler::cli::forward_in(unet, args.precision, x, t, c)
     };
