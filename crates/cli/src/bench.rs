@@ -222,7 +222,7 @@ fn train(trainer: &mut Trainer, args: &Args, shape: [i64; 4], device: Device) ->
 
 /// Seconds for one sampling run of `args.steps` model evaluations.
 fn sample(unet: &UNet, args: &Args, shape: [i64; 4], device: Device) -> Result<f64> {
-    let config = SchedulerConfig::default();
+    let config = SchedulerConfig::ddpm();
     // The layouts are unconditional: the labels only select the branch.
     let unconditional = |x: &Tensor, t: &Tensor, _c: &sampler::Cond| -> sampler::Result<Tensor> {
         Ok(unet.forward(x, t, None)?)

@@ -98,12 +98,12 @@ impl ScheduleFlags {
     /// other flags.
     pub fn config(&self, beta_schedule: BetaSchedule) -> SchedulerConfig {
         SchedulerConfig {
-            beta_schedule,
-            num_train_timesteps: self.num_train_timesteps,
-            beta_start: self.beta_start,
-            beta_end: self.beta_end,
-            rescale_betas_zero_snr: self.rescale_betas_zero_snr,
-            ..SchedulerConfig::default()
+            beta_schedule: Some(beta_schedule),
+            num_train_timesteps: Some(self.num_train_timesteps),
+            beta_start: Some(self.beta_start),
+            beta_end: Some(self.beta_end),
+            rescale_betas_zero_snr: Some(self.rescale_betas_zero_snr),
+            ..SchedulerConfig::ddpm()
         }
     }
 }

@@ -88,7 +88,7 @@ fn schedules(args: &Args) -> anyhow::Result<Vec<Shown>> {
     for &beta_schedule in &args.schedule.beta_schedule {
         if shown
             .iter()
-            .any(|s| s.config.beta_schedule == beta_schedule)
+            .any(|s| s.config.beta_schedule == Some(beta_schedule))
         {
             continue;
         }
@@ -106,15 +106,15 @@ fn schedules(args: &Args) -> anyhow::Result<Vec<Shown>> {
 
 /// A name a reader recognises: the cosine schedule is called so.
 fn label(config: &SchedulerConfig) -> String {
-    let name = if config.trained_betas.is_some() {
+    let name = if config.given_betas().is_some() {
         "trained betas".to_string()
     } else {
-        match config.beta_schedule {
+        match config.beta_schedule.unwrap_or(BetaSchedule::Linear) {
             BetaSchedule::SquaredcosCapV2 => "cosine (squaredcos_cap_v2)".to_string(),
             other => other.to_string(),
         }
     };
-    if config.rescale_betas_zero_snr {
+    if config.rescale_betas_zero_snr.unwrap_or(false) {
         format!("{name}, zero terminal SNR")
     } else {
         name
@@ -133,12 +133,21 @@ fn rows(n: usize, every: Option<u64>, default_every: usize) -> Vec<usize> {
 
 fn describe(s: &Shown) -> String {
     let c = &s.config;
-    let range = if c.trained_betas.is_none() && c.beta_schedule.uses_beta_range() {
-        format!(", beta {} -> {}", c.beta_start, c.beta_end)
+    let schedule = c.beta_schedule.unwrap_or(BetaSchedule::Linear);
+    let range = if c.given_betas().is_none() && schedule.uses_beta_range() {
+        format!(
+            ", beta {} -> {}",
+            c.beta_start.unwrap_or(0.0001),
+            c.beta_end.unwrap_or(0.02)
+        )
     } else {
         String::new()
     };
-    format!("{}: T = {}{range}", s.label, c.num_train_timesteps)
+    format!(
+        "{}: T = {}{range}",
+        s.label,
+        s.schedule.num_train_timesteps()
+    )
 }
 
 fn print_tables(out: &mut impl Write, shown: &[Shown], every: Option<u64>) -> io::Result<()> {
@@ -197,11 +206,13 @@ fn print_json(out: &mut impl Write, shown: &[Shown], every: Option<u64>) -> io::
                 .collect();
             serde_json::json!({
                 "label": s.label,
-                "beta_schedule": s.config.beta_schedule,
+                // The values the schedule was built with (absent keys take
+                // DDPMScheduler's defaults, as Schedule::from_config does).
+                "beta_schedule": s.config.beta_schedule.unwrap_or(BetaSchedule::Linear),
                 "num_train_timesteps": n,
-                "beta_start": s.config.beta_start,
-                "beta_end": s.config.beta_end,
-                "rescale_betas_zero_snr": s.config.rescale_betas_zero_snr,
+                "beta_start": s.config.beta_start.unwrap_or(0.0001),
+                "beta_end": s.config.beta_end.unwrap_or(0.02),
+                "rescale_betas_zero_snr": s.config.rescale_betas_zero_snr.unwrap_or(false),
                 "rows": table,
             })
         })

@@ -24,11 +24,49 @@ use tch::{Kind, Tensor};
 
 use crate::discrete::{discrete_setup, discrete_tables};
 use crate::error::{Error, Result};
-use crate::keys::Keys;
+use crate::extra::{set_bool, Extra};
 use crate::noise::NoiseSource;
 use crate::solver::{coef, indices, per, Solver, StepIndex, StepOutput};
 use crate::tables::Tables;
 use crate::x0::X0Processing;
+
+/// DDIM's options: its `DDIMScheduler` key beyond [`SchedulerConfig`]'s
+/// typed fields, and the eta of its step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DdimOptions {
+    /// The noise of a step (0: deterministic DDIM, 1: DDPM-like); the `eta`
+    /// of diffusers' `DDIMScheduler.step`, not a config key. Default 0.
+    pub eta: f64,
+    /// Whether the step past the first training timestep ends at
+    /// alpha_bar = 1 (the clean sample) rather than at alpha_bar_0
+    /// (`set_alpha_to_one`, default true).
+    pub set_alpha_to_one: bool,
+}
+
+impl Default for DdimOptions {
+    /// diffusers' defaults.
+    fn default() -> Self {
+        DdimOptions {
+            eta: 0.0,
+            set_alpha_to_one: true,
+        }
+    }
+}
+
+impl DdimOptions {
+    /// The options a scheduler config sets (`set_alpha_to_one`), with eta 0.
+    pub fn from_config(config: &SchedulerConfig) -> Result<Self> {
+        Ok(DdimOptions {
+            eta: 0.0,
+            set_alpha_to_one: Extra::new(config).bool("set_alpha_to_one", true)?,
+        })
+    }
+
+    /// Writes the config keys of these options (`set_alpha_to_one`).
+    pub fn write_to(&self, config: &mut SchedulerConfig) {
+        set_bool(config, "set_alpha_to_one", self.set_alpha_to_one);
+    }
+}
 
 /// diffusers' `DDIMScheduler`.
 #[derive(Debug)]
@@ -47,11 +85,25 @@ impl Ddim {
     /// DDIM over `steps` steps as `DDIMScheduler.from_config(config)` with
     /// `set_timesteps(steps)`, stepping with `eta`.
     pub fn new(config: &SchedulerConfig, steps: usize, eta: f64) -> Result<Self> {
-        let (keys, tables, timesteps) = discrete_setup(config, steps)?;
+        let options = DdimOptions {
+            eta,
+            ..DdimOptions::from_config(config)?
+        };
+        Self::with_options(config, steps, options)
+    }
+
+    /// DDIM over `steps` steps with the schedule keys of `config` and the
+    /// given options (the config's `set_alpha_to_one` is not read).
+    pub fn with_options(
+        config: &SchedulerConfig,
+        steps: usize,
+        options: DdimOptions,
+    ) -> Result<Self> {
+        let (tables, timesteps) = discrete_setup(config, steps)?;
         let step_ratio = (tables.num_train_timesteps() / steps) as i64;
         // diffusers steps from t to t - T / steps, whatever the spacing.
         let prev_timesteps = timesteps.iter().map(|&t| t as i64 - step_ratio).collect();
-        Self::assemble(config, keys, tables, timesteps, prev_timesteps, eta)
+        Self::assemble(config, options, tables, timesteps, prev_timesteps)
     }
 
     /// DDIM along the given training timesteps (strictly decreasing, each
@@ -60,8 +112,11 @@ impl Ddim {
     /// clean sample with `set_alpha_to_one`). Used to start the reverse
     /// process at any timestep (see [`mod@crate::denoise`]).
     pub fn with_timesteps(config: &SchedulerConfig, timesteps: &[usize], eta: f64) -> Result<Self> {
-        let keys = Keys::new(config);
-        let tables = discrete_tables(config, keys)?;
+        let options = DdimOptions {
+            eta,
+            ..DdimOptions::from_config(config)?
+        };
+        let tables = discrete_tables(config)?;
         let train = tables.num_train_timesteps();
         if timesteps.is_empty() {
             return Err(Error::ZeroSteps);
@@ -83,32 +138,33 @@ impl Ddim {
             .chain(std::iter::once(-1))
             .collect();
         let timesteps = timesteps.iter().map(|&t| t as f64).collect();
-        Self::assemble(config, keys, tables, timesteps, prev_timesteps, eta)
+        Self::assemble(config, options, tables, timesteps, prev_timesteps)
     }
 
     fn assemble(
         config: &SchedulerConfig,
-        keys: Keys<'_>,
+        options: DdimOptions,
         tables: Tables,
         timesteps: Vec<f64>,
         prev_timesteps: Vec<i64>,
-        eta: f64,
     ) -> Result<Self> {
-        let final_alpha_cumprod = if keys.bool("set_alpha_to_one", true)? {
+        if !(0.0..=f64::MAX).contains(&options.eta) {
+            return Err(Error::Unsupported(format!(
+                "eta {}: expected a number >= 0",
+                options.eta
+            )));
+        }
+        let final_alpha_cumprod = if options.set_alpha_to_one {
             1.0
         } else {
             tables.alphas_cumprod[0]
         };
         Ok(Ddim {
             prev_timesteps,
-            prediction: keys.typed(
-                "prediction_type",
-                config.prediction_type,
-                PredictionType::Epsilon,
-            ),
-            x0: X0Processing::from_keys(keys, config, true),
+            prediction: config.prediction_type.unwrap_or(PredictionType::Epsilon),
+            x0: X0Processing::from_config(config, true),
             final_alpha_cumprod,
-            eta,
+            eta: options.eta,
             tables,
             timesteps,
         })
@@ -228,6 +284,33 @@ mod tests {
     use super::*;
     use crate::noise::TorchRng;
     use tch::Device;
+
+    #[test]
+    fn options_default_to_diffusers_and_round_trip() {
+        let empty = SchedulerConfig::default();
+        assert_eq!(
+            DdimOptions::from_config(&empty).unwrap(),
+            DdimOptions::default()
+        );
+        let options = DdimOptions {
+            eta: 0.0,
+            set_alpha_to_one: false,
+        };
+        let mut cfg = SchedulerConfig::default();
+        options.write_to(&mut cfg);
+        assert_eq!(
+            cfg.to_json_string(),
+            "{\n  \"set_alpha_to_one\": false\n}\n"
+        );
+        assert_eq!(DdimOptions::from_config(&cfg).unwrap(), options);
+        let built = Ddim::with_options(&empty, 10, options).unwrap();
+        assert_eq!(built.alpha_bar(-1), built.alphas_cumprod()[0]);
+        let eta = DdimOptions {
+            eta: -1.0,
+            ..Default::default()
+        };
+        assert!(Ddim::with_options(&empty, 10, eta).is_err());
+    }
 
     #[test]
     fn explicit_timesteps_step_to_the_next_entry() {

@@ -41,21 +41,14 @@ impl Ddpm {
     /// DDPM over `steps` steps as `DDPMScheduler.from_config(config)` with
     /// `set_timesteps(steps)`.
     pub fn new(config: &SchedulerConfig, steps: usize) -> Result<Self> {
-        let (keys, tables, timesteps) = discrete_setup(config, steps)?;
-        let variance = keys
-            .typed(
-                "variance_type",
-                config.variance_type,
-                Some(VarianceType::FixedSmall),
-            )
+        let (tables, timesteps) = discrete_setup(config, steps)?;
+        let variance = config
+            .variance_type
+            .flatten()
             .unwrap_or(VarianceType::FixedSmall);
         Ok(Ddpm {
-            prediction: keys.typed(
-                "prediction_type",
-                config.prediction_type,
-                PredictionType::Epsilon,
-            ),
-            x0: X0Processing::from_keys(keys, config, true),
+            prediction: config.prediction_type.unwrap_or(PredictionType::Epsilon),
+            x0: X0Processing::from_config(config, true),
             variance,
             tables,
             timesteps,
@@ -206,8 +199,8 @@ mod tests {
     #[test]
     fn one_step_matches_the_posterior_statistics() {
         let cfg = SchedulerConfig {
-            clip_sample: false,
-            ..Default::default()
+            clip_sample: Some(false),
+            ..SchedulerConfig::ddpm()
         };
         let mut s = Ddpm::new(&cfg, 1000).unwrap();
         let i = 1000 - 1 - 600; // timestep 600

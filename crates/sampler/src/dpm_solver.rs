@@ -33,19 +33,123 @@ use schedule::{BetaSchedule, PredictionType, SchedulerConfig, TimestepSpacing};
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::keys::Keys;
+use crate::extra::{set_bool, set_str, Extra};
 use crate::noise::NoiseSource;
 use crate::numpy::{f32r, interp, np_arange, np_linspace};
-use crate::sigma::{exponential_sigmas, karras_sigmas, sigma_to_t, SigmaSpacing};
+use crate::sigma::{exponential_sigmas, karras_sigmas, sigma_to_t, FinalSigmas, SigmaSpacing};
 use crate::solver::{coef, indices, per, Solver, StepIndex, StepOutput};
 use crate::tables::{check_steps, check_timesteps, Tables};
 use crate::x0::X0Processing;
 
-/// The second-order correction (diffusers' `solver_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The second-order correction (diffusers' `solver_type`; `logrho`, `bh1`
+/// and `bh2` read as `midpoint`, as diffusers reads them for DPM-Solver++).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SolverType {
+    #[default]
     Midpoint,
     Heun,
+}
+
+/// DPM-Solver++'s options: its `DPMSolverMultistepScheduler` keys beyond
+/// [`SchedulerConfig`]'s typed fields, with diffusers' defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DpmSolverOptions {
+    /// The order of the updates, 1 to 3 (`solver_order`, default 2).
+    pub solver_order: usize,
+    /// The second-order correction (`solver_type`, default midpoint).
+    pub solver_type: SolverType,
+    /// Whether the last steps drop to order 1 and 2 when there are fewer
+    /// than 15 steps (`lower_order_final`, default true).
+    pub lower_order_final: bool,
+    /// Whether the last step is order 1 (`euler_at_final`, default false).
+    pub euler_at_final: bool,
+    /// The noise level after the last step (`final_sigmas_type`).
+    pub final_sigmas_type: FinalSigmas,
+    /// Timesteps whose half-log-SNR lambda is below this are cut off
+    /// (`lambda_min_clipped`, default -inf).
+    pub lambda_min_clipped: f64,
+    /// `use_karras_sigmas` / `use_exponential_sigmas`.
+    pub sigma_spacing: SigmaSpacing,
+}
+
+impl Default for DpmSolverOptions {
+    /// diffusers' defaults.
+    fn default() -> Self {
+        DpmSolverOptions {
+            solver_order: 2,
+            solver_type: SolverType::Midpoint,
+            lower_order_final: true,
+            euler_at_final: false,
+            final_sigmas_type: FinalSigmas::Zero,
+            lambda_min_clipped: f64::NEG_INFINITY,
+            sigma_spacing: SigmaSpacing::Timesteps,
+        }
+    }
+}
+
+impl DpmSolverOptions {
+    /// The options a scheduler config sets, diffusers' defaults for the
+    /// keys it lacks; the variants this solver does not implement
+    /// (`algorithm_type` other than `dpmsolver++`, Lu lambdas, flow sigmas,
+    /// dynamic shifting) are errors.
+    pub fn from_config(config: &SchedulerConfig) -> Result<Self> {
+        let extra = Extra::new(config);
+        let solver_order = extra.usize("solver_order", 2)?;
+        check_order(solver_order)?;
+        extra.choice("algorithm_type", "dpmsolver++", &["dpmsolver++", "deis"])?;
+        let solver_type = match extra
+            .choice(
+                "solver_type",
+                "midpoint",
+                &["midpoint", "heun", "logrho", "bh1", "bh2"],
+            )?
+            .as_str()
+        {
+            "heun" => SolverType::Heun,
+            _ => SolverType::Midpoint,
+        };
+        for key in ["use_lu_lambdas", "use_flow_sigmas", "use_dynamic_shifting"] {
+            if extra.bool(key, false)? {
+                return Err(Error::config(key, "not supported"));
+            }
+        }
+        Ok(DpmSolverOptions {
+            solver_order,
+            solver_type,
+            lower_order_final: extra.bool("lower_order_final", true)?,
+            euler_at_final: extra.bool("euler_at_final", false)?,
+            final_sigmas_type: FinalSigmas::from_config(config)?,
+            lambda_min_clipped: extra.f64("lambda_min_clipped", f64::NEG_INFINITY)?,
+            sigma_spacing: SigmaSpacing::from_config(config)?,
+        })
+    }
+
+    /// Writes the config keys of these options.
+    pub fn write_to(&self, config: &mut SchedulerConfig) {
+        config
+            .extra
+            .insert("solver_order".into(), self.solver_order.into());
+        let solver_type = match self.solver_type {
+            SolverType::Midpoint => "midpoint",
+            SolverType::Heun => "heun",
+        };
+        set_str(config, "solver_type", solver_type);
+        set_bool(config, "lower_order_final", self.lower_order_final);
+        set_bool(config, "euler_at_final", self.euler_at_final);
+        self.final_sigmas_type.write_to(config);
+        config.set_extra_f64("lambda_min_clipped", self.lambda_min_clipped);
+        self.sigma_spacing.write_to(config);
+    }
+}
+
+fn check_order(order: usize) -> Result<()> {
+    if !(1..=3).contains(&order) {
+        return Err(Error::config(
+            "solver_order",
+            format!("{order}: expected 1, 2 or 3"),
+        ));
+    }
+    Ok(())
 }
 
 /// diffusers' `DPMSolverMultistepScheduler` (DPM-Solver++).
@@ -75,46 +179,27 @@ fn alpha_sigma_lambda(sigma: f64) -> (f64, f64, f64) {
 impl DpmSolverMultistep {
     /// DPM-Solver++ over `steps` steps as
     /// `DPMSolverMultistepScheduler.from_config(config)` with
-    /// `set_timesteps(steps)`; `karras` overrides `use_karras_sigmas`.
-    pub fn new(config: &SchedulerConfig, steps: usize, karras: Option<bool>) -> Result<Self> {
-        let keys = Keys::new(config);
-        let order = keys.usize("solver_order", 2)?;
-        if !(1..=3).contains(&order) {
-            return Err(Error::config(
-                "solver_order",
-                format!("{order}: expected 1, 2 or 3"),
-            ));
-        }
-        keys.choice("algorithm_type", "dpmsolver++", &["dpmsolver++", "deis"])?;
-        let solver_type = match keys
-            .choice(
-                "solver_type",
-                "midpoint",
-                &["midpoint", "heun", "logrho", "bh1", "bh2"],
-            )?
-            .as_str()
-        {
-            "heun" => SolverType::Heun,
-            _ => SolverType::Midpoint,
-        };
-        for key in ["use_lu_lambdas", "use_flow_sigmas", "use_dynamic_shifting"] {
-            if keys.bool(key, false)? {
-                return Err(Error::config(key, "not supported"));
-            }
-        }
-        let spacing_kind = SigmaSpacing::from_keys(keys, karras)?;
-        let final_zero =
-            keys.choice("final_sigmas_type", "zero", &["zero", "sigma_min"])? == "zero";
-        let lambda_min_clipped = keys.f64("lambda_min_clipped", f64::NEG_INFINITY)?;
-        let rescale = keys.typed(
-            "rescale_betas_zero_snr",
-            config.rescale_betas_zero_snr,
-            false,
-        );
+    /// `set_timesteps(steps)`.
+    pub fn new(config: &SchedulerConfig, steps: usize) -> Result<Self> {
+        Self::with_options(config, steps, DpmSolverOptions::from_config(config)?)
+    }
+
+    /// DPM-Solver++ over `steps` steps with the schedule keys of `config`
+    /// and the given options (the config's option keys are not read).
+    pub fn with_options(
+        config: &SchedulerConfig,
+        steps: usize,
+        options: DpmSolverOptions,
+    ) -> Result<Self> {
+        check_order(options.solver_order)?;
+        let spacing_kind = options.sigma_spacing;
+        let final_zero = options.final_sigmas_type == FinalSigmas::Zero;
+        let lambda_min_clipped = options.lambda_min_clipped;
+        let rescale = config.rescale_betas_zero_snr.unwrap_or(false);
         let mut tables = Tables::new(
             config,
-            keys.typed("beta_start", config.beta_start, 0.0001),
-            keys.typed("beta_end", config.beta_end, 0.02),
+            config.beta_start.unwrap_or(0.0001),
+            config.beta_end.unwrap_or(0.02),
             rescale,
         )?;
         if rescale {
@@ -122,12 +207,8 @@ impl DpmSolverMultistep {
         }
         let train = tables.num_train_timesteps();
         check_steps(steps, train)?;
-        let spacing = keys.typed(
-            "timestep_spacing",
-            config.timestep_spacing,
-            TimestepSpacing::Linspace,
-        );
-        let offset = keys.typed("steps_offset", config.steps_offset, 0);
+        let spacing = config.timestep_spacing.unwrap_or(TimestepSpacing::Linspace);
+        let offset = config.steps_offset.unwrap_or(0);
 
         // Timesteps whose lambda is below lambda_min_clipped are cut off.
         let clipped = tables
@@ -176,7 +257,7 @@ impl DpmSolverMultistep {
         let log_sigmas: Vec<f32> = full.iter().map(|s| s.ln()).collect();
         let n = timesteps.len();
         let (lo, hi) = (f64::from(full[0]), f64::from(full[train - 1]));
-        let round = config.beta_schedule != BetaSchedule::SquaredcosCapV2;
+        let round = config.beta_schedule != Some(BetaSchedule::SquaredcosCapV2);
         let (timesteps, sigmas): (Vec<f64>, Vec<f64>) = match spacing_kind {
             SigmaSpacing::Timesteps => {
                 let s = timesteps.iter().map(|&t| interp(t, &full)).collect();
@@ -206,20 +287,16 @@ impl DpmSolverMultistep {
         let timesteps = timesteps.into_iter().map(f64::trunc).collect();
         let mut sigmas: Vec<f64> = sigmas.into_iter().map(f32r).collect();
         sigmas.push(if final_zero { 0.0 } else { f64::from(full[0]) });
-        let x0 = X0Processing::from_keys_threshold_only(keys, config);
+        let x0 = X0Processing::threshold_only(config);
         Ok(DpmSolverMultistep {
             timesteps,
             sigmas,
-            prediction: keys.typed(
-                "prediction_type",
-                config.prediction_type,
-                PredictionType::Epsilon,
-            ),
+            prediction: config.prediction_type.unwrap_or(PredictionType::Epsilon),
             x0,
-            order,
-            solver_type,
-            lower_order_final: keys.bool("lower_order_final", true)?,
-            euler_at_final: keys.bool("euler_at_final", false)?,
+            order: options.solver_order,
+            solver_type: options.solver_type,
+            lower_order_final: options.lower_order_final,
+            euler_at_final: options.euler_at_final,
             final_zero,
             history: Vec::new(),
             lower_order_nums: 0,
@@ -368,7 +445,7 @@ mod tests {
     #[test]
     fn defaults_are_diffusers() {
         let cfg = SchedulerConfig::from_json_str("{}").unwrap();
-        let s = DpmSolverMultistep::new(&cfg, 10, None).unwrap();
+        let s = DpmSolverMultistep::new(&cfg, 10).unwrap();
         // DPMSolverMultistepScheduler().set_timesteps(10): linspace spacing
         assert_eq!(
             s.timesteps(),
@@ -378,5 +455,53 @@ mod tests {
         assert_eq!(s.solver_type, SolverType::Midpoint);
         assert!(s.lower_order_final && s.final_zero && !s.euler_at_final);
         assert_eq!(*s.sigmas().last().unwrap(), 0.0);
+        assert_eq!(
+            DpmSolverOptions::from_config(&cfg).unwrap(),
+            DpmSolverOptions::default()
+        );
+    }
+
+    /// The options of diffusers' `DPMSolverMultistepScheduler()` config file
+    /// are the defaults; options written into a config read back the same
+    /// and build the same solver.
+    #[test]
+    fn options_match_diffusers_and_round_trip() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../schedule/tests/fixtures/diffusers_configs/dpm_solver.json"
+        );
+        let file = SchedulerConfig::load(path).unwrap();
+        assert_eq!(
+            DpmSolverOptions::from_config(&file).unwrap(),
+            DpmSolverOptions::default()
+        );
+        let mut written = file.clone();
+        DpmSolverOptions::default().write_to(&mut written);
+        assert_eq!(written.to_json_string(), file.to_json_string());
+
+        let options = DpmSolverOptions {
+            solver_order: 3,
+            solver_type: SolverType::Heun,
+            lower_order_final: false,
+            euler_at_final: true,
+            final_sigmas_type: FinalSigmas::SigmaMin,
+            lambda_min_clipped: -5.1,
+            sigma_spacing: SigmaSpacing::Karras,
+        };
+        let empty = SchedulerConfig::default();
+        let mut cfg = SchedulerConfig::default();
+        options.write_to(&mut cfg);
+        let cfg = SchedulerConfig::from_json_str(&cfg.to_json_string()).unwrap();
+        assert_eq!(DpmSolverOptions::from_config(&cfg).unwrap(), options);
+        let a = DpmSolverMultistep::with_options(&empty, 12, options).unwrap();
+        let b = DpmSolverMultistep::new(&cfg, 12).unwrap();
+        assert_eq!((a.timesteps(), a.sigmas()), (b.timesteps(), b.sigmas()));
+        assert_eq!((a.order, a.solver_type), (3, SolverType::Heun));
+        let bad = DpmSolverOptions {
+            solver_order: 4,
+            ..Default::default()
+        };
+        let e = DpmSolverMultistep::with_options(&empty, 12, bad).unwrap_err();
+        assert!(e.to_string().contains("solver_order"), "{e}");
     }
 }

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 /// Everything that can go wrong while building a solver or sampling. Each
-/// message is one line that names the value, flag or file at fault and what
-/// was expected.
+/// message is one line that names the value, config key, option or file at
+/// fault and what was expected.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("unknown sampler {name:?}: expected one of {valid}")]

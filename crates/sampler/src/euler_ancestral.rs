@@ -22,7 +22,7 @@ use tch::{Kind, Tensor};
 use crate::error::Result;
 use crate::noise::NoiseSource;
 use crate::numpy::f32r;
-use crate::sigma::{init_noise_sigma, scale_by_sigma, sigma_setup};
+use crate::sigma::{init_noise_sigma, scale_by_sigma, sigma_setup, SigmaSpacing};
 use crate::solver::{coef, indices, per, Solver, StepIndex, StepOutput};
 
 /// diffusers' `EulerAncestralDiscreteScheduler`.
@@ -39,7 +39,14 @@ impl EulerAncestral {
     /// `EulerAncestralDiscreteScheduler.from_config(config)` with
     /// `set_timesteps(steps)`.
     pub fn new(config: &SchedulerConfig, steps: usize) -> Result<Self> {
-        let setup = sigma_setup(config, steps, (0.0001, 0.02), true, None)?;
+        let setup = sigma_setup(
+            config,
+            steps,
+            (0.0001, 0.02),
+            true,
+            SigmaSpacing::Timesteps,
+            (None, None),
+        )?;
         let mut sigmas: Vec<f64> = setup.sigmas.iter().map(|&s| f32r(s)).collect();
         sigmas.push(0.0);
         Ok(EulerAncestral {

@@ -3,26 +3,29 @@
 
 use schedule::SchedulerConfig;
 
-use crate::ddim::Ddim;
+use crate::ddim::{Ddim, DdimOptions};
 use crate::ddpm::Ddpm;
-use crate::dpm_solver::DpmSolverMultistep;
+use crate::dpm_solver::{DpmSolverMultistep, DpmSolverOptions};
 use crate::error::{Error, Result};
-use crate::euler::Euler;
+use crate::euler::{Euler, EulerOptions};
 use crate::euler_ancestral::EulerAncestral;
-use crate::heun::Heun;
+use crate::heun::{Heun, HeunOptions};
 use crate::solver::Solver;
 
 /// The solver names [`by_name`] accepts.
 pub const SOLVER_NAMES: &[&str] = &["ddpm", "ddim", "dpm++2m", "euler", "euler-a", "heun"];
 
-/// Run-time choices that are not in a scheduler config.
+/// Run-time choices that are not in a scheduler config. The solvers' config
+/// options are typed too ([`DdimOptions`], [`DpmSolverOptions`],
+/// [`EulerOptions`], [`HeunOptions`]); build a solver from them with its
+/// `with_options`.
 #[derive(Debug, Clone, Default)]
 pub struct SolverOptions {
     /// DDIM's eta (0: deterministic DDIM, 1: DDPM-like); only `ddim` takes
     /// a non-zero value.
     pub eta: f64,
     /// Overrides the config's `use_karras_sigmas` (`dpm++2m`, `euler`,
-    /// `heun`).
+    /// `heun`): `Some(true)` turns Karras sigmas on, `Some(false)` off.
     pub use_karras_sigmas: Option<bool>,
 }
 
@@ -50,13 +53,7 @@ pub fn by_name(
     };
     if options.eta != 0.0 && canonical != "ddim" {
         return Err(Error::Unsupported(format!(
-            "--eta {} applies to the ddim sampler only, not {canonical}",
-            options.eta
-        )));
-    }
-    if !(0.0..=f64::MAX).contains(&options.eta) {
-        return Err(Error::Unsupported(format!(
-            "--eta {}: expected a number >= 0",
+            "eta {} applies to the ddim sampler only, not {canonical}",
             options.eta
         )));
     }
@@ -69,11 +66,29 @@ pub fn by_name(
     let karras = options.use_karras_sigmas;
     Ok(match canonical {
         "ddpm" => Box::new(Ddpm::new(config, steps)?),
-        "ddim" => Box::new(Ddim::new(config, steps, options.eta)?),
-        "dpm++2m" => Box::new(DpmSolverMultistep::new(config, steps, karras)?),
-        "euler" => Box::new(Euler::new(config, steps, karras)?),
+        "ddim" => {
+            let ddim = DdimOptions {
+                eta: options.eta,
+                ..DdimOptions::from_config(config)?
+            };
+            Box::new(Ddim::with_options(config, steps, ddim)?)
+        }
+        "dpm++2m" => {
+            let mut dpm = DpmSolverOptions::from_config(config)?;
+            dpm.sigma_spacing = dpm.sigma_spacing.with_karras(karras);
+            Box::new(DpmSolverMultistep::with_options(config, steps, dpm)?)
+        }
+        "euler" => {
+            let mut euler = EulerOptions::from_config(config)?;
+            euler.sigma_spacing = euler.sigma_spacing.with_karras(karras);
+            Box::new(Euler::with_options(config, steps, euler)?)
+        }
         "euler-a" => Box::new(EulerAncestral::new(config, steps)?),
-        _ => Box::new(Heun::new(config, steps, karras)?),
+        _ => {
+            let mut heun = HeunOptions::from_config(config)?;
+            heun.sigma_spacing = heun.sigma_spacing.with_karras(karras);
+            Box::new(Heun::with_options(config, steps, heun)?)
+        }
     })
 }
 
@@ -86,7 +101,7 @@ mod tests {
 
     #[test]
     fn unknown_names_list_the_valid_ones() {
-        let cfg = SchedulerConfig::default();
+        let cfg = SchedulerConfig::ddpm();
         let e = by_name("plms", &cfg, 10, &SolverOptions::default())
             .unwrap_err()
             .to_string();
@@ -102,7 +117,7 @@ mod tests {
 
     #[test]
     fn steps_are_checked() {
-        let cfg = SchedulerConfig::default();
+        let cfg = SchedulerConfig::ddpm();
         for name in SOLVER_NAMES {
             let e = by_name(name, &cfg, 1001, &SolverOptions::default())
                 .unwrap_err()
@@ -118,11 +133,28 @@ mod tests {
         assert!(by_name("ddim", &cfg, 10, &eta).is_ok());
     }
 
+    /// A key the file did not have, assigned in code, is what every solver
+    /// uses: with `prediction_type` set to `sample`, x̂_0 is the model output.
+    #[test]
+    fn keys_assigned_in_code_are_used() {
+        let mut cfg = SchedulerConfig::from_json_str("{}").unwrap();
+        cfg.prediction_type = Some(schedule::PredictionType::Sample);
+        for name in SOLVER_NAMES {
+            let mut s = by_name(name, &cfg, 5, &SolverOptions::default()).unwrap();
+            let x = Tensor::randn([2, 1, 3, 3], (Kind::Float, Device::Cpu));
+            let out = x.tanh() * 0.5;
+            let step = s
+                .step(&out, StepIndex::Batch(0), &x, &mut crate::noise::TorchRng)
+                .unwrap();
+            assert_eq!(step.pred_original_sample, out, "{name}");
+        }
+    }
+
     /// A run with per-sample positions (all equal) is the batch run, for
     /// every solver, the multistep and two-stage ones included.
     #[test]
     fn per_sample_positions_agree_with_batch_positions() {
-        let cfg = SchedulerConfig::default();
+        let cfg = SchedulerConfig::ddpm();
         for name in SOLVER_NAMES {
             let mut runs = Vec::new();
             for per_sample in [false, true] {
@@ -152,7 +184,7 @@ mod tests {
 
     #[test]
     fn euler_per_sample_positions_are_independent() {
-        let cfg = SchedulerConfig::default();
+        let cfg = SchedulerConfig::ddpm();
         let mut s = by_name("euler", &cfg, 10, &SolverOptions::default()).unwrap();
         let x = Tensor::randn([2, 1, 3, 3], (Kind::Float, Device::Cpu));
         let out = x.tanh();

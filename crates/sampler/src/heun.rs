@@ -25,7 +25,7 @@ use schedule::{PredictionType, SchedulerConfig};
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::keys::Keys;
+use crate::extra::{set_opt_f64, Extra};
 use crate::noise::NoiseSource;
 use crate::numpy::f32r;
 use crate::sigma::{init_noise_sigma, scale_by_sigma, sigma_setup, SigmaSpacing};
@@ -53,13 +53,60 @@ pub struct Heun {
     state: Option<FirstStage>,
 }
 
+/// Heun's options: its `HeunDiscreteScheduler` keys beyond
+/// [`SchedulerConfig`]'s typed fields, with diffusers' defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct HeunOptions {
+    /// `use_karras_sigmas` / `use_exponential_sigmas`.
+    pub sigma_spacing: SigmaSpacing,
+    /// The smallest Karras or exponential sigma (default: the table's).
+    pub sigma_min: Option<f64>,
+    /// The largest Karras or exponential sigma (default: the table's).
+    pub sigma_max: Option<f64>,
+}
+
+impl HeunOptions {
+    /// The options a scheduler config sets, diffusers' defaults for the
+    /// keys it lacks.
+    pub fn from_config(config: &SchedulerConfig) -> Result<Self> {
+        let extra = Extra::new(config);
+        Ok(HeunOptions {
+            sigma_spacing: SigmaSpacing::from_config(config)?,
+            sigma_min: extra.opt_f64("sigma_min")?,
+            sigma_max: extra.opt_f64("sigma_max")?,
+        })
+    }
+
+    /// Writes the config keys of these options.
+    pub fn write_to(&self, config: &mut SchedulerConfig) {
+        self.sigma_spacing.write_to(config);
+        set_opt_f64(config, "sigma_min", self.sigma_min);
+        set_opt_f64(config, "sigma_max", self.sigma_max);
+    }
+}
+
 impl Heun {
     /// Heun over `steps` steps as `HeunDiscreteScheduler.from_config(config)`
-    /// with `set_timesteps(steps)`; `karras` overrides `use_karras_sigmas`.
-    pub fn new(config: &SchedulerConfig, steps: usize, karras: Option<bool>) -> Result<Self> {
-        let keys = Keys::new(config);
-        let kind = SigmaSpacing::from_keys(keys, karras)?;
-        let setup = sigma_setup(config, steps, (0.00085, 0.012), false, Some(kind))?;
+    /// with `set_timesteps(steps)`.
+    pub fn new(config: &SchedulerConfig, steps: usize) -> Result<Self> {
+        Self::with_options(config, steps, HeunOptions::from_config(config)?)
+    }
+
+    /// Heun over `steps` steps with the schedule keys of `config` and the
+    /// given options (the config's option keys are not read).
+    pub fn with_options(
+        config: &SchedulerConfig,
+        steps: usize,
+        options: HeunOptions,
+    ) -> Result<Self> {
+        let setup = sigma_setup(
+            config,
+            steps,
+            (0.00085, 0.012),
+            false,
+            options.sigma_spacing,
+            (options.sigma_min, options.sigma_max),
+        )?;
         let base: Vec<f64> = setup
             .sigmas
             .iter()
@@ -77,7 +124,7 @@ impl Heun {
         for &t in &ts[1..] {
             timesteps.extend([t, t]);
         }
-        let x0 = X0Processing::from_keys_clip_only(keys, config);
+        let x0 = X0Processing::clip_only(config);
         Ok(Heun {
             init_noise_sigma: init_noise_sigma(&sigmas, setup.spacing),
             timesteps,
@@ -192,5 +239,41 @@ impl Solver for Heun {
 
     fn noise_coefficients(&self, i: usize) -> (f64, f64) {
         (1.0, self.sigmas[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_diffusers_and_options_round_trip() {
+        let empty = SchedulerConfig::default();
+        assert_eq!(
+            HeunOptions::from_config(&empty).unwrap(),
+            HeunOptions::default()
+        );
+        // HeunDiscreteScheduler's own betas (0.00085 to 0.012) when the file
+        // has none; the ones assigned in code when it had none.
+        let own = Heun::new(&empty, 10).unwrap();
+        let mut cfg = empty.clone();
+        cfg.beta_start = Some(0.00085);
+        cfg.beta_end = Some(0.012);
+        assert_eq!(own.sigmas, Heun::new(&cfg, 10).unwrap().sigmas);
+        cfg.beta_start = Some(0.0001);
+        cfg.beta_end = Some(0.02);
+        assert_ne!(own.sigmas, Heun::new(&cfg, 10).unwrap().sigmas);
+
+        let options = HeunOptions {
+            sigma_spacing: SigmaSpacing::Karras,
+            sigma_min: None,
+            sigma_max: Some(50.0),
+        };
+        let mut written = SchedulerConfig::default();
+        options.write_to(&mut written);
+        assert_eq!(HeunOptions::from_config(&written).unwrap(), options);
+        let a = Heun::with_options(&empty, 8, options).unwrap();
+        let b = Heun::new(&written, 8).unwrap();
+        assert_eq!((&a.timesteps, &a.sigmas), (&b.timesteps, &b.sigmas));
     }
 }

@@ -142,10 +142,8 @@ pub fn slerp(a: &Tensor, b: &Tensor, t: f64) -> Result<Tensor> {
 /// [`ddim_invert`] diverges through them).
 pub fn inversion_ddim(config: &SchedulerConfig, steps: usize) -> Result<Ddim> {
     let mut config = config.clone();
-    config.clip_sample = false;
-    config.thresholding = false;
-    config.absent_keys.remove("clip_sample");
-    config.absent_keys.remove("thresholding");
+    config.clip_sample = Some(false);
+    config.thresholding = Some(false);
     Ddim::new(&config, steps, 0.0)
 }
 

@@ -16,7 +16,10 @@
 //! - One file per solver, named as diffusers names them: [`ddpm`]
 //!   (ancestral; `fixed_small`, `fixed_large`, `learned_range` variances),
 //!   [`ddim`] (eta), [`dpm_solver`] (DPM-Solver++ multistep, order 1-3),
-//!   [`euler`], [`euler_ancestral`], [`heun`] (Karras sigmas optional);
+//!   [`euler`], [`euler_ancestral`], [`heun`] (Karras sigmas optional),
+//!   each with typed options read from the config (e.g.
+//!   [`dpm_solver::DpmSolverOptions`]) and a `with_options` constructor;
+//!   [`sigma`]: the noise-level spacings the sigma-space solvers share;
 //!   [`X0Processing`]: clipping and dynamic thresholding of the predicted x_0.
 //! - [`sample`](mod@sample): the loop, the same for every solver.
 //! - [`noise`]: where stochastic solvers draw their noise (libtorch's
@@ -58,18 +61,18 @@ pub mod edit;
 mod error;
 pub mod euler;
 pub mod euler_ancestral;
+mod extra;
 pub mod factory;
 pub mod guidance;
 pub mod heun;
 pub mod input;
 pub mod inversion;
-mod keys;
 pub mod noise;
 mod numpy;
 pub mod pipeline;
 pub mod repaint;
 pub mod sample;
-mod sigma;
+pub mod sigma;
 pub mod solver;
 mod tables;
 pub mod trajectory;

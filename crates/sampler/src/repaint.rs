@@ -40,7 +40,6 @@ use tch::{Kind, Tensor};
 use crate::denoiser::Denoiser;
 use crate::discrete::discrete_tables;
 use crate::guidance::{Conditioning, Guided};
-use crate::keys::Keys;
 use crate::noise::NoiseSource;
 use crate::sample::StepInfo;
 use crate::solver::StepOutput;
@@ -104,8 +103,7 @@ impl RePaint {
         jump_n_sample: usize,
         eta: f64,
     ) -> Result<Self> {
-        let keys = Keys::new(config);
-        let tables = discrete_tables(config, keys)?;
+        let tables = discrete_tables(config)?;
         let train = tables.num_train_timesteps();
         check_steps(steps, train)?;
         if jump_length == 0 || jump_n_sample == 0 {
@@ -124,12 +122,8 @@ impl RePaint {
             .map(|t| t as i64 * ratio)
             .collect();
         Ok(RePaint {
-            prediction: keys.typed(
-                "prediction_type",
-                config.prediction_type,
-                PredictionType::Epsilon,
-            ),
-            x0: X0Processing::from_keys(keys, config, true),
+            prediction: config.prediction_type.unwrap_or(PredictionType::Epsilon),
+            x0: X0Processing::from_config(config, true),
             tables,
             timesteps,
             ratio,

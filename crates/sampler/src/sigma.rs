@@ -8,39 +8,40 @@ use schedule::{PredictionType, SchedulerConfig, TimestepSpacing};
 use tch::Tensor;
 
 use crate::error::{Error, Result};
-use crate::keys::Keys;
+use crate::extra::{set_bool, set_str, Extra};
 use crate::numpy::{f32r, interp, np_linspace};
 use crate::solver::coef;
 use crate::tables::{check_steps, check_timesteps, spaced_timesteps, Tables};
 
-/// How a sigma-space solver spreads its noise levels.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum SigmaSpacing {
-    /// Interpolated from the training table at the timesteps.
+/// How a sigma-space solver spreads its noise levels (diffusers'
+/// `use_karras_sigmas` and `use_exponential_sigmas`; `use_beta_sigmas` is
+/// not supported).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SigmaSpacing {
+    /// Interpolated from the training table at the timesteps (both keys
+    /// false, diffusers' default).
+    #[default]
     Timesteps,
+    /// Karras et al. (2022): evenly spaced in sigma^(1/7).
     Karras,
+    /// Evenly spaced in log sigma.
     Exponential,
 }
 
 impl SigmaSpacing {
-    /// From `use_karras_sigmas`, `use_exponential_sigmas`, `use_beta_sigmas`
-    /// and the command line's override of the first.
-    pub(crate) fn from_keys(keys: Keys<'_>, karras: Option<bool>) -> Result<Self> {
-        if keys.bool("use_beta_sigmas", false)? {
+    /// From `use_karras_sigmas`, `use_exponential_sigmas` and
+    /// `use_beta_sigmas` (at most one of them true).
+    pub fn from_config(config: &SchedulerConfig) -> Result<Self> {
+        let extra = Extra::new(config);
+        if extra.bool("use_beta_sigmas", false)? {
             return Err(Error::config(
                 "use_beta_sigmas",
                 "beta sigmas are not supported",
             ));
         }
-        let karras_cfg = keys.bool("use_karras_sigmas", false)?;
-        let exponential = keys.bool("use_exponential_sigmas", false)?;
-        match karras {
-            Some(true) => return Ok(SigmaSpacing::Karras),
-            Some(false) if exponential => return Ok(SigmaSpacing::Exponential),
-            Some(false) => return Ok(SigmaSpacing::Timesteps),
-            None => {}
-        }
-        Ok(match (karras_cfg, exponential) {
+        let karras = extra.bool("use_karras_sigmas", false)?;
+        let exponential = extra.bool("use_exponential_sigmas", false)?;
+        Ok(match (karras, exponential) {
             (true, true) => {
                 return Err(Error::config(
                     "use_karras_sigmas",
@@ -51,6 +52,61 @@ impl SigmaSpacing {
             (false, true) => SigmaSpacing::Exponential,
             (false, false) => SigmaSpacing::Timesteps,
         })
+    }
+
+    /// Sets `use_karras_sigmas` and `use_exponential_sigmas`.
+    pub fn write_to(self, config: &mut SchedulerConfig) {
+        set_bool(config, "use_karras_sigmas", self == SigmaSpacing::Karras);
+        set_bool(
+            config,
+            "use_exponential_sigmas",
+            self == SigmaSpacing::Exponential,
+        );
+    }
+
+    /// This spacing with `use_karras_sigmas` overridden: `Some(true)` gives
+    /// Karras sigmas, `Some(false)` turns them off (exponential sigmas stay).
+    pub fn with_karras(self, karras: Option<bool>) -> Self {
+        match (karras, self) {
+            (Some(true), _) => SigmaSpacing::Karras,
+            (Some(false), SigmaSpacing::Karras) => SigmaSpacing::Timesteps,
+            _ => self,
+        }
+    }
+}
+
+/// The noise level after the last step (diffusers' `final_sigmas_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FinalSigmas {
+    /// 0: the last step ends at the clean sample (the default).
+    #[default]
+    Zero,
+    /// The training table's smallest sigma.
+    SigmaMin,
+}
+
+impl FinalSigmas {
+    /// From `final_sigmas_type` (`zero` or `sigma_min`).
+    pub fn from_config(config: &SchedulerConfig) -> Result<Self> {
+        let extra = Extra::new(config);
+        Ok(
+            match extra
+                .choice("final_sigmas_type", "zero", &["zero", "sigma_min"])?
+                .as_str()
+            {
+                "zero" => FinalSigmas::Zero,
+                _ => FinalSigmas::SigmaMin,
+            },
+        )
+    }
+
+    /// Sets `final_sigmas_type`.
+    pub fn write_to(self, config: &mut SchedulerConfig) {
+        let name = match self {
+            FinalSigmas::Zero => "zero",
+            FinalSigmas::SigmaMin => "sigma_min",
+        };
+        set_str(config, "final_sigmas_type", name);
     }
 }
 
@@ -97,7 +153,7 @@ pub(crate) fn scale_by_sigma(x: &Tensor, sigma: &[f64]) -> Result<Tensor> {
     Ok(x * coef(&c, x)?)
 }
 
-/// The options Euler and Heun share.
+/// What a sigma-space solver is built from.
 pub(crate) struct SigmaSetup {
     pub tables: Tables,
     pub timesteps: Vec<f64>,
@@ -107,26 +163,22 @@ pub(crate) struct SigmaSetup {
 }
 
 /// Builds the schedule of a sigma-space solver; `beta_defaults` are the
-/// solver's diffusers defaults and `has_rescale` whether it knows
-/// `rescale_betas_zero_snr`.
+/// solver's diffusers defaults, `has_rescale` whether it knows
+/// `rescale_betas_zero_snr`, and `sigma_range` the (`sigma_min`,
+/// `sigma_max`) of Karras and exponential noise levels.
 pub(crate) fn sigma_setup(
     config: &SchedulerConfig,
     steps: usize,
     beta_defaults: (f64, f64),
     has_rescale: bool,
-    spacing_kind: Option<SigmaSpacing>,
+    levels: SigmaSpacing,
+    sigma_range: (Option<f64>, Option<f64>),
 ) -> Result<SigmaSetup> {
-    let keys = Keys::new(config);
-    let rescale = has_rescale
-        && keys.typed(
-            "rescale_betas_zero_snr",
-            config.rescale_betas_zero_snr,
-            false,
-        );
+    let rescale = has_rescale && config.rescale_betas_zero_snr.unwrap_or(false);
     let mut tables = Tables::new(
         config,
-        keys.typed("beta_start", config.beta_start, beta_defaults.0),
-        keys.typed("beta_end", config.beta_end, beta_defaults.1),
+        config.beta_start.unwrap_or(beta_defaults.0),
+        config.beta_end.unwrap_or(beta_defaults.1),
         rescale,
     )?;
     if rescale {
@@ -134,34 +186,13 @@ pub(crate) fn sigma_setup(
     }
     let train = tables.num_train_timesteps();
     check_steps(steps, train)?;
-    let spacing = keys.typed(
-        "timestep_spacing",
-        config.timestep_spacing,
-        TimestepSpacing::Linspace,
-    );
-    let offset = keys.typed("steps_offset", config.steps_offset, 0);
+    let spacing = config.timestep_spacing.unwrap_or(TimestepSpacing::Linspace);
+    let offset = config.steps_offset.unwrap_or(0);
     let ts = spaced_timesteps(spacing, train, steps, offset, false);
     check_timesteps(&ts, train)?;
-    let (timesteps, sigmas) = match spacing_kind {
-        Some(kind) => sigma_schedule(
-            &tables,
-            ts,
-            kind,
-            keys.opt_f64("sigma_min")?,
-            keys.opt_f64("sigma_max")?,
-        ),
-        None => {
-            let full = tables.sigmas();
-            let s = ts.iter().map(|&t| interp(t, &full)).collect();
-            (ts, s)
-        }
-    };
+    let (timesteps, sigmas) = sigma_schedule(&tables, ts, levels, sigma_range.0, sigma_range.1);
     Ok(SigmaSetup {
-        prediction: keys.typed(
-            "prediction_type",
-            config.prediction_type,
-            PredictionType::Epsilon,
-        ),
+        prediction: config.prediction_type.unwrap_or(PredictionType::Epsilon),
         tables,
         timesteps,
         sigmas,

@@ -31,14 +31,15 @@ impl Tables {
         rescale: bool,
     ) -> Result<Self> {
         let mut eff = cfg.clone();
-        eff.beta_start = beta_start;
-        eff.beta_end = beta_end;
-        eff.rescale_betas_zero_snr = rescale;
+        eff.beta_start = Some(beta_start);
+        eff.beta_end = Some(beta_end);
+        eff.rescale_betas_zero_snr = Some(rescale);
         let schedule = Schedule::from_config(&eff)?;
         let n = schedule.num_train_timesteps() as i64;
         let opts = (Kind::Float, Device::Cpu);
         // diffusers: torch.linspace in float32 for the linear schedules.
-        let betas = match (&eff.trained_betas, eff.beta_schedule, rescale) {
+        let beta_schedule = eff.beta_schedule.unwrap_or(BetaSchedule::Linear);
+        let betas = match (eff.given_betas(), beta_schedule, rescale) {
             (None, BetaSchedule::Linear, false) => Tensor::linspace(beta_start, beta_end, n, opts),
             (None, BetaSchedule::ScaledLinear, false) => {
                 Tensor::linspace(beta_start.sqrt(), beta_end.sqrt(), n, opts).pow_tensor_scalar(2)

@@ -5,7 +5,6 @@ use schedule::SchedulerConfig;
 use tch::{Kind, Tensor};
 
 use crate::error::Result;
-use crate::keys::Keys;
 
 /// What happens to a predicted x_0 before it is used: nothing, clipping to
 /// ±`range`, or dynamic thresholding (Saharia et al. 2022).
@@ -17,47 +16,37 @@ pub enum X0Processing {
 }
 
 impl X0Processing {
-    /// Thresholding wins over clipping, as in diffusers.
-    pub(crate) fn from_keys(keys: Keys<'_>, cfg: &SchedulerConfig, clip_default: bool) -> Self {
-        if keys.typed("thresholding", cfg.thresholding, false) {
-            X0Processing::Threshold {
-                ratio: keys.typed(
-                    "dynamic_thresholding_ratio",
-                    cfg.dynamic_thresholding_ratio,
-                    0.995,
-                ),
-                max: keys.typed("sample_max_value", cfg.sample_max_value, 1.0),
-            }
-        } else if keys.typed("clip_sample", cfg.clip_sample, clip_default) {
+    /// From `thresholding`, `dynamic_thresholding_ratio`, `sample_max_value`,
+    /// `clip_sample` (default `clip_default`) and `clip_sample_range`;
+    /// thresholding wins over clipping, as in diffusers.
+    pub(crate) fn from_config(cfg: &SchedulerConfig, clip_default: bool) -> Self {
+        match Self::threshold_only(cfg) {
+            X0Processing::None if cfg.clip_sample.unwrap_or(clip_default) => X0Processing::Clip {
+                range: cfg.clip_sample_range.unwrap_or(1.0),
+            },
+            x0 => x0,
+        }
+    }
+
+    /// Clipping only (for solvers without dynamic thresholding: Heun, which
+    /// does not clip by default).
+    pub(crate) fn clip_only(cfg: &SchedulerConfig) -> Self {
+        if cfg.clip_sample.unwrap_or(false) {
             X0Processing::Clip {
-                range: keys.typed("clip_sample_range", cfg.clip_sample_range, 1.0),
+                range: cfg.clip_sample_range.unwrap_or(1.0),
             }
         } else {
             X0Processing::None
         }
     }
 
-    /// Clipping only (for solvers without dynamic thresholding: Heun).
-    pub(crate) fn from_keys_clip_only(keys: Keys<'_>, cfg: &SchedulerConfig) -> Self {
-        if keys.typed("clip_sample", cfg.clip_sample, false) {
-            X0Processing::Clip {
-                range: keys.typed("clip_sample_range", cfg.clip_sample_range, 1.0),
-            }
-        } else {
-            X0Processing::None
-        }
-    }
-
-    /// Dynamic thresholding only (for solvers without clipping: DPM-Solver++).
-    pub(crate) fn from_keys_threshold_only(keys: Keys<'_>, cfg: &SchedulerConfig) -> Self {
-        if keys.typed("thresholding", cfg.thresholding, false) {
+    /// Dynamic thresholding only (for solvers without clipping:
+    /// DPM-Solver++).
+    pub(crate) fn threshold_only(cfg: &SchedulerConfig) -> Self {
+        if cfg.thresholding.unwrap_or(false) {
             X0Processing::Threshold {
-                ratio: keys.typed(
-                    "dynamic_thresholding_ratio",
-                    cfg.dynamic_thresholding_ratio,
-                    0.995,
-                ),
-                max: keys.typed("sample_max_value", cfg.sample_max_value, 1.0),
+                ratio: cfg.dynamic_thresholding_ratio.unwrap_or(0.995),
+                max: cfg.sample_max_value.unwrap_or(1.0),
             }
         } else {
             X0Processing::None

@@ -1,13 +1,14 @@
 //! [`SchedulerConfig`]: diffusers' `scheduler_config.json`, field for field.
 //!
-//! The field names are diffusers' keys and the defaults are those of
-//! diffusers' `DDPMScheduler`, so a file that diffusers wrote (any scheduler
-//! class: DDPM, DDIM, DPM-Solver, ...) loads as is and a file written here
-//! loads in diffusers. Keys this struct does not know (`_class_name`,
-//! `_diffusers_version`, solver options such as `solver_order`) are kept in
-//! [`SchedulerConfig::extra`], and [`SchedulerConfig::to_json_string`] writes
-//! back exactly the keys that were read, sorted and indented as diffusers
-//! writes them.
+//! The field names are diffusers' keys, so a file that diffusers wrote (any
+//! scheduler class: DDPM, DDIM, DPM-Solver, ...) loads as is and a file
+//! written here loads in diffusers. A key the file lacks is `None`, and the
+//! solver that reads it applies its own diffusers default. Keys this struct
+//! does not know (`_class_name`, `_diffusers_version`, solver options such
+//! as `solver_order`, which the solvers read into typed options) are kept
+//! in [`SchedulerConfig::extra`], and [`SchedulerConfig::to_json_string`]
+//! writes back exactly the keys that are set, sorted and indented as
+//! diffusers writes them.
 //!
 //! Python's `json` writes `-Infinity`, `Infinity` and `NaN` as bare words
 //! (DPM-Solver's `lambda_min_clipped` defaults to `-Infinity`); strict JSON
@@ -15,7 +16,7 @@
 //! `"-Infinity"`, `"Infinity"` and `"NaN"` ([`SchedulerConfig::extra_f64`]
 //! reads them as numbers) and written back as bare words.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -57,71 +58,110 @@ string_enum! {
 }
 
 /// A scheduler configuration with diffusers' `scheduler_config.json` keys.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// A key the file did not have is `None`: it takes the default of whichever
+/// solver reads it, as diffusers' `<Scheduler>.from_config` does (DDIM spaces
+/// its timesteps `leading`, Euler and DPM-Solver `linspace`, ...), and it is
+/// not written back. [`SchedulerConfig::default()`] is the empty file `{}`;
+/// [`SchedulerConfig::ddpm()`] has every key of `DDPMScheduler()`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SchedulerConfig {
-    /// T, the number of training timesteps.
-    pub num_train_timesteps: usize,
-    /// First beta of the `linear`, `scaled_linear` and `sigmoid` schedules.
-    pub beta_start: f64,
-    /// Last beta of the `linear`, `scaled_linear` and `sigmoid` schedules.
-    pub beta_end: f64,
-    /// The beta schedule.
-    pub beta_schedule: BetaSchedule,
+    /// T, the number of training timesteps (default 1000).
+    #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub num_train_timesteps: Option<usize>,
+    /// First beta of the `linear`, `scaled_linear` and `sigmoid` schedules
+    /// (the solver's default: 0.0001, Heun 0.00085).
+    #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub beta_start: Option<f64>,
+    /// Last beta of the `linear`, `scaled_linear` and `sigmoid` schedules
+    /// (the solver's default: 0.02, Heun 0.012).
+    #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub beta_end: Option<f64>,
+    /// The beta schedule (default `linear`).
+    #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub beta_schedule: Option<BetaSchedule>,
     /// Betas given directly; they take precedence over `beta_schedule`.
-    pub trained_betas: Option<Vec<f64>>,
-    /// Reverse-step variance; `null` in the configs of solvers without one.
-    pub variance_type: Option<VarianceType>,
-    /// Whether the predicted x_0 is clipped to ±`clip_sample_range`.
-    pub clip_sample: bool,
-    /// What the model predicts.
-    pub prediction_type: PredictionType,
-    /// Whether dynamic thresholding (Imagen) is applied to the predicted x_0.
-    pub thresholding: bool,
-    /// The quantile of dynamic thresholding.
-    pub dynamic_thresholding_ratio: f64,
-    /// The bound of sample clipping.
-    pub clip_sample_range: f64,
-    /// The largest threshold of dynamic thresholding.
-    pub sample_max_value: f64,
-    /// How inference timesteps are spread.
-    pub timestep_spacing: TimestepSpacing,
-    /// An offset added to inference timesteps.
-    pub steps_offset: usize,
-    /// Whether the betas are rescaled to zero terminal SNR.
-    pub rescale_betas_zero_snr: bool,
-    /// Every other key of the file, kept as read.
+    /// `Some(None)` is the file's `null`.
+    #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub trained_betas: Option<Option<Vec<f64>>>,
+    /// Reverse-step variance (DDPM's default `fixed_small`); `Some(None)` is
+    /// the file's `null`, as the configs of solvers without one have it.
+    #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub variance_type: Option<Option<VarianceType>>,
+    /// Whether the predicted x_0 is clipped to ±`clip_sample_range` (the
+    /// solver's default: DDPM and DDIM clip, Heun does not).
+    #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub clip_sample: Option<bool>,
+    /// What the model predicts (default `epsilon`).
+    #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub prediction_type: Option<PredictionType>,
+    /// Whether dynamic thresholding (Imagen) is applied to the predicted x_0
+    /// (default false).
+    #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub thresholding: Option<bool>,
+    /// The quantile of dynamic thresholding (default 0.995).
+    #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub dynamic_thresholding_ratio: Option<f64>,
+    /// The bound of sample clipping (default 1).
+    #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub clip_sample_range: Option<f64>,
+    /// The largest threshold of dynamic thresholding (default 1).
+    #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub sample_max_value: Option<f64>,
+    /// How inference timesteps are spread (the solver's default: DDPM and
+    /// DDIM `leading`, the others `linspace`).
+    #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub timestep_spacing: Option<TimestepSpacing>,
+    /// An offset added to inference timesteps (default 0).
+    #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub steps_offset: Option<usize>,
+    /// Whether the betas are rescaled to zero terminal SNR (default false).
+    #[serde(deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub rescale_betas_zero_snr: Option<bool>,
+    /// Every other key of the file (solver options such as `solver_order`
+    /// among them), kept as read.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
-    /// Keys of the fields above that the file read did not have;
-    /// [`SchedulerConfig::to_json_string`] leaves them out again while they
-    /// keep their default value. Not serialised.
-    #[serde(skip)]
-    pub absent_keys: BTreeSet<String>,
 }
 
-impl Default for SchedulerConfig {
-    /// diffusers' `DDPMScheduler()` defaults.
-    fn default() -> Self {
+/// A key that is in the file: `Some`, whatever its value (a `null` is an
+/// error unless the field's type takes it, as `Option<Option<T>>` does).
+fn present<'de, D, T>(deserializer: D) -> std::result::Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+impl SchedulerConfig {
+    /// diffusers' `DDPMScheduler()` config: every key set to its default
+    /// (what `DDPMScheduler().config` holds and `save_config` writes).
+    pub fn ddpm() -> Self {
         SchedulerConfig {
-            num_train_timesteps: 1000,
-            beta_start: 0.0001,
-            beta_end: 0.02,
-            beta_schedule: BetaSchedule::Linear,
-            trained_betas: None,
-            variance_type: Some(VarianceType::FixedSmall),
-            clip_sample: true,
-            prediction_type: PredictionType::Epsilon,
-            thresholding: false,
-            dynamic_thresholding_ratio: 0.995,
-            clip_sample_range: 1.0,
-            sample_max_value: 1.0,
-            timestep_spacing: TimestepSpacing::Leading,
-            steps_offset: 0,
-            rescale_betas_zero_snr: false,
+            num_train_timesteps: Some(1000),
+            beta_start: Some(0.0001),
+            beta_end: Some(0.02),
+            beta_schedule: Some(BetaSchedule::Linear),
+            trained_betas: Some(None),
+            variance_type: Some(Some(VarianceType::FixedSmall)),
+            clip_sample: Some(true),
+            prediction_type: Some(PredictionType::Epsilon),
+            thresholding: Some(false),
+            dynamic_thresholding_ratio: Some(0.995),
+            clip_sample_range: Some(1.0),
+            sample_max_value: Some(1.0),
+            timestep_spacing: Some(TimestepSpacing::Leading),
+            steps_offset: Some(0),
+            rescale_betas_zero_snr: Some(false),
             extra: BTreeMap::new(),
-            absent_keys: BTreeSet::new(),
         }
+    }
+
+    /// The betas given directly, if any.
+    pub fn given_betas(&self) -> Option<&[f64]> {
+        self.trained_betas.as_ref().and_then(|b| b.as_deref())
     }
 }
 
@@ -150,29 +190,16 @@ impl SchedulerConfig {
             context: context.to_string(),
             source,
         };
-        let value: Value = serde_json::from_str(&quote_non_finite(text)).map_err(json_err)?;
-        let mut config: SchedulerConfig =
-            serde_json::from_value(value.clone()).map_err(json_err)?;
-        if let Value::Object(map) = &value {
-            config.absent_keys = typed_keys()
-                .into_iter()
-                .filter(|k| !map.contains_key(k))
-                .collect();
-        }
-        Ok(config)
+        serde_json::from_str(&quote_non_finite(text)).map_err(json_err)
     }
 
-    /// The config as a JSON object: every key that was read (or, for a
-    /// config built in code, every key), sorted.
+    /// The config as a JSON object: the keys that are set (`Some`) and
+    /// `extra`, sorted.
     pub fn to_json_value(&self) -> Value {
         let Ok(Value::Object(map)) = serde_json::to_value(self) else {
             unreachable!("a SchedulerConfig always serialises to a JSON object")
         };
-        let defaults = serde_json::to_value(SchedulerConfig::default()).unwrap_or(Value::Null);
-        let sorted: BTreeMap<String, Value> = map
-            .into_iter()
-            .filter(|(k, v)| !(self.absent_keys.contains(k) && defaults.get(k) == Some(v)))
-            .collect();
+        let sorted: BTreeMap<String, Value> = map.into_iter().collect();
         Value::Object(sorted.into_iter().collect())
     }
 
@@ -192,6 +219,21 @@ impl SchedulerConfig {
         )?)
     }
 
+    /// Sets a numeric key of `extra` (e.g. a solver option); a non-finite
+    /// value is kept as Python's spelling and written as a bare word.
+    pub fn set_extra_f64(&mut self, key: &str, value: f64) {
+        let v = if value.is_finite() {
+            Value::from(value)
+        } else if value.is_nan() {
+            Value::from("NaN")
+        } else if value > 0.0 {
+            Value::from("Infinity")
+        } else {
+            Value::from("-Infinity")
+        };
+        self.extra.insert(key.to_string(), v);
+    }
+
     /// A numeric key of `extra` (e.g. a solver option), reading Python's
     /// non-finite spellings as numbers.
     pub fn extra_f64(&self, key: &str) -> Option<f64> {
@@ -205,14 +247,6 @@ impl SchedulerConfig {
             },
             _ => None,
         }
-    }
-}
-
-/// The keys of the typed fields.
-fn typed_keys() -> Vec<String> {
-    match serde_json::to_value(SchedulerConfig::default()) {
-        Ok(Value::Object(map)) => map.keys().cloned().collect(),
-        _ => Vec::new(),
     }
 }
 
@@ -275,19 +309,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_are_diffusers_ddpm() {
+    fn absent_keys_are_none_and_ddpm_has_them_all() {
         let c = SchedulerConfig::from_json_str("{}").unwrap();
-        assert_eq!(c.num_train_timesteps, 1000);
-        assert_eq!((c.beta_start, c.beta_end), (0.0001, 0.02));
-        assert_eq!(c.beta_schedule, BetaSchedule::Linear);
-        assert_eq!(c.variance_type, Some(VarianceType::FixedSmall));
-        assert!(c.clip_sample && !c.thresholding && !c.rescale_betas_zero_snr);
-        assert_eq!(c.timestep_spacing, TimestepSpacing::Leading);
+        assert_eq!(c, SchedulerConfig::default());
+        assert_eq!(c.num_train_timesteps, None);
+        assert_eq!(c.variance_type, None);
         // Nothing was in the file, so nothing is written back.
         assert_eq!(c.to_json_string(), "{}\n");
-        // Built in code, every key is written.
-        let v = SchedulerConfig::default().to_json_value();
+        let d = SchedulerConfig::ddpm();
+        assert_eq!(d.num_train_timesteps, Some(1000));
+        assert_eq!((d.beta_start, d.beta_end), (Some(0.0001), Some(0.02)));
+        assert_eq!(d.beta_schedule, Some(BetaSchedule::Linear));
+        assert_eq!(d.variance_type, Some(Some(VarianceType::FixedSmall)));
+        assert_eq!(d.timestep_spacing, Some(TimestepSpacing::Leading));
+        // Every key is written, and read back the same.
+        let v = d.to_json_value();
         assert_eq!(v.as_object().unwrap().len(), 15);
+        assert_eq!(v["trained_betas"], Value::Null);
+        assert_eq!(
+            SchedulerConfig::from_json_str(&d.to_json_string()).unwrap(),
+            d
+        );
+    }
+
+    #[test]
+    fn null_is_kept_where_diffusers_writes_it_and_refused_elsewhere() {
+        let c = SchedulerConfig::from_json_str(r#"{"trained_betas": null}"#).unwrap();
+        assert_eq!(c.trained_betas, Some(None));
+        assert_eq!(c.given_betas(), None);
+        assert!(c.to_json_string().contains("\"trained_betas\": null"));
+        let e = SchedulerConfig::from_json_str(r#"{"clip_sample": null}"#).unwrap_err();
+        assert!(e.to_string().contains("null"), "{e}");
     }
 
     #[test]
@@ -308,10 +360,13 @@ mod tests {
             "note": "say \"NaN\" -Infinity", "list": [NaN, 1.5, Infinity],
             "variance_type": null, "solver_order": 2}"#;
         let c = SchedulerConfig::from_json_str(text).unwrap();
-        assert_eq!(c.variance_type, None);
+        assert_eq!(c.variance_type, Some(None));
         assert_eq!(c.extra_f64("lambda_min_clipped"), Some(f64::NEG_INFINITY));
         assert_eq!(c.extra_f64("solver_order"), Some(2.0));
         assert_eq!(c.extra["note"], "say \"NaN\" -Infinity");
+        let mut set = c.clone();
+        set.set_extra_f64("lambda_min_clipped", f64::NEG_INFINITY);
+        assert_eq!(set.to_json_string(), c.to_json_string());
         let out = c.to_json_string();
         assert!(out.contains("\"lambda_min_clipped\": -Infinity"), "{out}");
         assert!(out.contains("\"variance_type\": null"), "{out}");
@@ -323,7 +378,7 @@ mod tests {
     #[test]
     fn changed_absent_keys_are_written() {
         let mut c = SchedulerConfig::from_json_str(r#"{"_class_name": "DDIMScheduler"}"#).unwrap();
-        c.beta_schedule = BetaSchedule::SquaredcosCapV2;
+        c.beta_schedule = Some(BetaSchedule::SquaredcosCapV2);
         let v = c.to_json_value();
         assert_eq!(v["beta_schedule"], "squaredcos_cap_v2");
         assert!(v.get("beta_start").is_none());

@@ -108,9 +108,12 @@ impl Schedule {
     /// The schedule a diffusers config describes: `trained_betas` when given,
     /// else `beta_schedule` with `beta_start`/`beta_end`, then zero terminal
     /// SNR when `rescale_betas_zero_snr` is set (diffusers' order).
+    ///
+    /// Absent keys take the defaults of diffusers' `DDPMScheduler`: 1000
+    /// timesteps, `linear` betas from 0.0001 to 0.02, no rescaling.
     pub fn from_config(config: &SchedulerConfig) -> Result<Self> {
-        let n = config.num_train_timesteps;
-        let betas = match &config.trained_betas {
+        let n = config.num_train_timesteps.unwrap_or(1000);
+        let betas = match config.given_betas() {
             Some(trained) => {
                 if trained.len() != n {
                     return Err(Error::TrainedBetasLength {
@@ -119,11 +122,16 @@ impl Schedule {
                     });
                 }
                 betas::check_betas(trained)?;
-                trained.clone()
+                trained.to_vec()
             }
-            None => betas::compute(config.beta_schedule, n, config.beta_start, config.beta_end)?,
+            None => betas::compute(
+                config.beta_schedule.unwrap_or(BetaSchedule::Linear),
+                n,
+                config.beta_start.unwrap_or(0.0001),
+                config.beta_end.unwrap_or(0.02),
+            )?,
         };
-        let betas = if config.rescale_betas_zero_snr {
+        let betas = if config.rescale_betas_zero_snr.unwrap_or(false) {
             betas::rescale_zero_terminal_snr(&betas)
         } else {
             betas
@@ -442,9 +450,9 @@ mod tests {
     #[test]
     fn config_order_and_checks() {
         let mut cfg = SchedulerConfig {
-            beta_schedule: BetaSchedule::SquaredcosCapV2,
-            num_train_timesteps: 50,
-            rescale_betas_zero_snr: true,
+            beta_schedule: Some(BetaSchedule::SquaredcosCapV2),
+            num_train_timesteps: Some(50),
+            rescale_betas_zero_snr: Some(true),
             ..Default::default()
         };
         let s = Schedule::from_config(&cfg).unwrap();
@@ -453,7 +461,7 @@ mod tests {
             .rescaled_zero_terminal_snr()
             .unwrap();
         assert_eq!(s, direct);
-        cfg.trained_betas = Some(vec![0.1; 49]);
+        cfg.trained_betas = Some(Some(vec![0.1; 49]));
         let e = Schedule::from_config(&cfg).unwrap_err().to_string();
         assert!(e.contains("49 values") && e.contains("50"), "{e}");
     }

@@ -57,11 +57,14 @@ fn ddpm_config_fields_are_read() {
     let (_, c) = read("ddpm_cosine_v.json");
     assert_eq!(c.extra["_class_name"], "DDPMScheduler");
     assert_eq!(c.extra["_diffusers_version"], "0.42.1");
-    assert_eq!(c.beta_schedule, BetaSchedule::SquaredcosCapV2);
-    assert_eq!(c.prediction_type, PredictionType::VPrediction);
-    assert_eq!(c.timestep_spacing, TimestepSpacing::Trailing);
-    assert_eq!(c.variance_type, Some(VarianceType::FixedSmall));
-    assert!(c.rescale_betas_zero_snr && c.clip_sample && c.absent_keys.is_empty());
+    assert_eq!(c.beta_schedule, Some(BetaSchedule::SquaredcosCapV2));
+    assert_eq!(c.prediction_type, Some(PredictionType::VPrediction));
+    assert_eq!(c.timestep_spacing, Some(TimestepSpacing::Trailing));
+    assert_eq!(c.variance_type, Some(Some(VarianceType::FixedSmall)));
+    assert_eq!(
+        (c.rescale_betas_zero_snr, c.clip_sample),
+        (Some(true), Some(true))
+    );
     let s = Schedule::from_config(&c).unwrap();
     assert_eq!(s.num_train_timesteps(), 1000);
     assert_eq!(s.alpha_bar(999), 0.0);
@@ -69,7 +72,7 @@ fn ddpm_config_fields_are_read() {
     let (_, d) = read("ddpm_default.json");
     let default = SchedulerConfig {
         extra: d.extra.clone(),
-        ..Default::default()
+        ..SchedulerConfig::ddpm()
     };
     assert_eq!(d, default, "DDPMScheduler() defaults differ from ours");
 }
@@ -77,16 +80,16 @@ fn ddpm_config_fields_are_read() {
 #[test]
 fn other_solvers_configs_keep_their_own_keys() {
     let (_, ddim) = read("ddim_sd.json");
-    assert_eq!(ddim.beta_schedule, BetaSchedule::ScaledLinear);
-    assert_eq!(ddim.steps_offset, 1);
+    assert_eq!(ddim.beta_schedule, Some(BetaSchedule::ScaledLinear));
+    assert_eq!(ddim.steps_offset, Some(1));
     assert_eq!(ddim.extra["set_alpha_to_one"], false);
-    assert!(ddim.absent_keys.contains("variance_type"));
+    assert_eq!(ddim.variance_type, None);
     assert!(ddim.to_json_value().get("variance_type").is_none());
 
     let (text, dpm) = read("dpm_solver.json");
     assert!(text.contains("-Infinity"));
-    assert_eq!(dpm.variance_type, None);
+    assert_eq!(dpm.variance_type, Some(None));
     assert_eq!(dpm.extra_f64("lambda_min_clipped"), Some(f64::NEG_INFINITY));
     assert_eq!(dpm.extra["algorithm_type"], "dpmsolver++");
-    assert_eq!(dpm.timestep_spacing, TimestepSpacing::Linspace);
+    assert_eq!(dpm.timestep_spacing, Some(TimestepSpacing::Linspace));
 }

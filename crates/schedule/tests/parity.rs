@@ -61,11 +61,11 @@ fn every_schedule_matches_diffusers() {
     let (mut worst_betas, mut worst_ab) = (0.0f64, 0.0f64);
     for case in &fixtures.cases {
         let config = SchedulerConfig {
-            num_train_timesteps: case.num_train_timesteps,
-            beta_start: case.beta_start,
-            beta_end: case.beta_end,
-            beta_schedule: case.beta_schedule,
-            rescale_betas_zero_snr: case.rescale_betas_zero_snr,
+            num_train_timesteps: Some(case.num_train_timesteps),
+            beta_start: Some(case.beta_start),
+            beta_end: Some(case.beta_end),
+            beta_schedule: Some(case.beta_schedule),
+            rescale_betas_zero_snr: Some(case.rescale_betas_zero_snr),
             ..Default::default()
         };
         let s = Schedule::from_config(&config).unwrap();

@@ -37,11 +37,11 @@ fn schedules() -> impl Strategy<Value = (SchedulerConfig, Schedule)> {
     )
         .prop_map(|(kind, n, start, end, rescale)| {
             let config = SchedulerConfig {
-                beta_schedule: kind,
-                num_train_timesteps: n,
-                beta_start: start,
-                beta_end: end,
-                rescale_betas_zero_snr: rescale,
+                beta_schedule: Some(kind),
+                num_train_timesteps: Some(n),
+                beta_start: Some(start),
+                beta_end: Some(end),
+                rescale_betas_zero_snr: Some(rescale),
                 ..Default::default()
             };
             let schedule = Schedule::from_config(&config).unwrap();
@@ -104,17 +104,17 @@ proptest! {
 
     #[test]
     fn betas_and_alpha_bar_are_well_formed((config, s) in schedules()) {
-        let n = config.num_train_timesteps;
+        let n = config.num_train_timesteps.unwrap();
         let betas = s.betas();
         let ab = s.alphas_cumprod();
         prop_assert_eq!(betas.len(), n);
         // The steps before the last are the same with or without zero SNR.
-        let body = if config.rescale_betas_zero_snr { n - 1 } else { n };
+        let body = if config.rescale_betas_zero_snr.unwrap() { n - 1 } else { n };
         for t in 0..body {
             prop_assert!(betas[t] > 0.0 && betas[t] < 1.0, "beta[{}] = {}", t, betas[t]);
             prop_assert!(ab[t] > 0.0 && ab[t] <= 1.0, "alpha_bar[{}] = {}", t, ab[t]);
         }
-        if config.rescale_betas_zero_snr {
+        if config.rescale_betas_zero_snr.unwrap() {
             prop_assert_eq!(betas[n - 1], 1.0);
             prop_assert_eq!(ab[n - 1], 0.0);
             prop_assert_eq!(s.snr()[n - 1], 0.0);
@@ -137,9 +137,9 @@ proptest! {
     ) {
         // diffusers' default betas (1e-4 to 0.02): strictly 1e-6.
         let config = SchedulerConfig {
-            beta_schedule: kind,
-            num_train_timesteps: n,
-            rescale_betas_zero_snr: rescale,
+            beta_schedule: Some(kind),
+            num_train_timesteps: Some(n),
+            rescale_betas_zero_snr: Some(rescale),
             ..Default::default()
         };
         let s = Schedule::from_config(&config).unwrap();
@@ -201,7 +201,7 @@ proptest! {
         t_frac in prop::collection::vec(0.0f64..1.0, 1..6),
         seed in any::<u64>(),
     ) {
-        let n = config.num_train_timesteps;
+        let n = config.num_train_timesteps.unwrap();
         let ts: Vec<i64> = t_frac.iter().map(|f| (f * n as f64) as i64).collect();
         let t = Tensor::from_slice(&ts);
         let shape = [ts.len() as i64, 4];

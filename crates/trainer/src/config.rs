@@ -259,12 +259,12 @@ impl NoiseConfig {
     /// The scheduler config (diffusers' `DDPMScheduler` keys) of this run.
     pub fn scheduler_config(&self) -> SchedulerConfig {
         SchedulerConfig {
-            num_train_timesteps: self.num_train_timesteps,
-            beta_schedule: self.beta_schedule,
-            beta_start: self.beta_start,
-            beta_end: self.beta_end,
-            prediction_type: self.prediction_type,
-            ..SchedulerConfig::default()
+            num_train_timesteps: Some(self.num_train_timesteps),
+            beta_schedule: Some(self.beta_schedule),
+            beta_start: Some(self.beta_start),
+            beta_end: Some(self.beta_end),
+            prediction_type: Some(self.prediction_type),
+            ..SchedulerConfig::ddpm()
         }
     }
 }

@@ -1,36 +1,21 @@
-//! [`Keys`]: reads a scheduler config the way diffusers'
-//! `<Scheduler>.from_config` does.
+//! [`Extra`]: reads the solver options of a scheduler config, the keys that
+//! [`SchedulerConfig`] keeps in `extra`, with the solver's diffusers
+//! defaults for the keys the file lacks (as `<Scheduler>.from_config` does).
 
 use schedule::SchedulerConfig;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
 
-/// Reads a scheduler config the way diffusers' `<Scheduler>.from_config`
-/// does: a key the file has wins, a key it lacks takes the solver's own
-/// default.
+/// The `extra` keys of a scheduler config, read as typed values.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Keys<'a> {
+pub(crate) struct Extra<'a> {
     cfg: &'a SchedulerConfig,
 }
 
-impl<'a> Keys<'a> {
+impl<'a> Extra<'a> {
     pub fn new(cfg: &'a SchedulerConfig) -> Self {
-        Keys { cfg }
-    }
-
-    /// Whether a typed key of [`SchedulerConfig`] was in the file.
-    pub fn present(&self, key: &str) -> bool {
-        !self.cfg.absent_keys.contains(key)
-    }
-
-    /// A typed field: its value when the file had it, else `default`.
-    pub fn typed<T>(&self, key: &str, value: T, default: T) -> T {
-        if self.present(key) {
-            value
-        } else {
-            default
-        }
+        Extra { cfg }
     }
 
     fn extra(&self, key: &str) -> Option<&'a Value> {
@@ -97,6 +82,26 @@ impl<'a> Keys<'a> {
                     valid.join(", ")
                 ),
             ))
+        }
+    }
+}
+
+/// Writes a string option into `extra`.
+pub(crate) fn set_str(config: &mut SchedulerConfig, key: &str, value: &str) {
+    config.extra.insert(key.to_string(), Value::from(value));
+}
+
+/// Writes a boolean option into `extra`.
+pub(crate) fn set_bool(config: &mut SchedulerConfig, key: &str, value: bool) {
+    config.extra.insert(key.to_string(), Value::from(value));
+}
+
+/// Writes an optional numeric option into `extra` (`None` removes it).
+pub(crate) fn set_opt_f64(config: &mut SchedulerConfig, key: &str, value: Option<f64>) {
+    match value {
+        Some(v) => config.set_extra_f64(key, v),
+        None => {
+            config.extra.remove(key);
         }
     }
 }
