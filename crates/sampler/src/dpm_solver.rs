@@ -36,9 +36,11 @@ use crate::error::{Error, Result};
 use crate::extra::{set_bool, set_str, Extra};
 use crate::noise::NoiseSource;
 use crate::numpy::{f32r, interp, np_arange, np_linspace};
-use crate::sigma::{exponential_sigmas, karras_sigmas, sigma_to_t, FinalSigmas, SigmaSpacing};
+use crate::sigma::{
+    exponential_sigmas, karras_sigmas, sigma_tables, sigma_to_t, FinalSigmas, SigmaSpacing,
+};
 use crate::solver::{coef, indices, per, Solver, StepIndex, StepOutput};
-use crate::tables::{check_steps, check_timesteps, Tables};
+use crate::tables::{check_steps, check_timesteps};
 use crate::x0::X0Processing;
 
 /// The second-order correction (diffusers' `solver_type`; `logrho`, `bh1`
@@ -196,15 +198,7 @@ impl DpmSolverMultistep {
         let final_zero = options.final_sigmas_type == FinalSigmas::Zero;
         let lambda_min_clipped = options.lambda_min_clipped;
         let rescale = config.rescale_betas_zero_snr.unwrap_or(false);
-        let mut tables = Tables::new(
-            config,
-            config.beta_start.unwrap_or(0.0001),
-            config.beta_end.unwrap_or(0.02),
-            rescale,
-        )?;
-        if rescale {
-            tables.clamp_zero_terminal_snr();
-        }
+        let tables = sigma_tables(config, (0.0001, 0.02), rescale)?;
         let train = tables.num_train_timesteps();
         check_steps(steps, train)?;
         let spacing = config.timestep_spacing.unwrap_or(TimestepSpacing::Linspace);

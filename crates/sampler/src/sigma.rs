@@ -162,6 +162,27 @@ pub(crate) struct SigmaSetup {
     pub prediction: PredictionType,
 }
 
+/// The training tables of a sigma-space solver: the config's betas (the
+/// solver's `beta_defaults` for absent keys), rescaled to zero terminal SNR
+/// with the last alpha_bar clamped (so the last sigma is finite) when
+/// `rescale`.
+pub(crate) fn sigma_tables(
+    config: &SchedulerConfig,
+    beta_defaults: (f64, f64),
+    rescale: bool,
+) -> Result<Tables> {
+    let mut tables = Tables::new(
+        config,
+        config.beta_start.unwrap_or(beta_defaults.0),
+        config.beta_end.unwrap_or(beta_defaults.1),
+        rescale,
+    )?;
+    if rescale {
+        tables.clamp_zero_terminal_snr();
+    }
+    Ok(tables)
+}
+
 /// Builds the schedule of a sigma-space solver; `beta_defaults` are the
 /// solver's diffusers defaults, `has_rescale` whether it knows
 /// `rescale_betas_zero_snr`, and `sigma_range` the (`sigma_min`,
@@ -175,15 +196,7 @@ pub(crate) fn sigma_setup(
     sigma_range: (Option<f64>, Option<f64>),
 ) -> Result<SigmaSetup> {
     let rescale = has_rescale && config.rescale_betas_zero_snr.unwrap_or(false);
-    let mut tables = Tables::new(
-        config,
-        config.beta_start.unwrap_or(beta_defaults.0),
-        config.beta_end.unwrap_or(beta_defaults.1),
-        rescale,
-    )?;
-    if rescale {
-        tables.clamp_zero_terminal_snr();
-    }
+    let tables = sigma_tables(config, beta_defaults, rescale)?;
     let train = tables.num_train_timesteps();
     check_steps(steps, train)?;
     let spacing = config.timestep_spacing.unwrap_or(TimestepSpacing::Linspace);

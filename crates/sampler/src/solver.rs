@@ -204,10 +204,5 @@ pub(crate) fn per<F: Fn(usize) -> f64>(idx: &[usize], f: F) -> Vec<f64> {
 /// A per-sample coefficient as a tensor of shape `[len, 1, ..]` that
 /// broadcasts against `like` (`len` is 1 or the batch size).
 pub(crate) fn coef(values: &[f64], like: &Tensor) -> Result<Tensor> {
-    let mut shape = vec![values.len() as i64];
-    shape.extend(std::iter::repeat_n(1, like.dim().saturating_sub(1)));
-    Ok(Tensor::from_slice(values)
-        .f_to_kind(like.kind())?
-        .f_to_device(like.device())?
-        .f_reshape(shape)?)
+    Ok(schedule::batch::per_sample(values, like)?)
 }

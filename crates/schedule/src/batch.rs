@@ -19,7 +19,7 @@ pub(crate) fn same_shape(a: &Tensor, b: &Tensor, a_name: &str, b_name: &str) -> 
 
 /// Per-sample values as a tensor of shape `[len, 1, ..]` of `like`'s kind,
 /// device and rank (`len` is 1 or the batch size), rounded once from f64.
-pub(crate) fn per_sample(values: &[f64], like: &Tensor) -> Result<Tensor> {
+pub fn per_sample(values: &[f64], like: &Tensor) -> Result<Tensor> {
     let mut shape = vec![values.len() as i64];
     shape.extend(std::iter::repeat_n(1, like.dim().saturating_sub(1)));
     Ok(Tensor::from_slice(values)

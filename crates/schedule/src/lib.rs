@@ -9,6 +9,7 @@
 //!   `tch::Tensor` on any device and kind; cheap to clone.
 //! - [`forward`]: `add_noise`, the velocity, and per-sample coefficient
 //!   gathering for a batch of timesteps.
+//! - [`batch`]: per-sample coefficients shaped to broadcast over a batch.
 //! - [`prediction`]: the three things a model can predict (epsilon, sample,
 //!   v) and the one conversion between them that every solver uses, for a
 //!   sample in variance-preserving or sigma space ([`NoiseLevel`]).
@@ -31,7 +32,7 @@
 #[macro_use]
 mod names;
 
-mod batch;
+pub mod batch;
 pub mod betas;
 pub mod config;
 mod error;
