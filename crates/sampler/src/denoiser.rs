@@ -167,9 +167,16 @@ impl Cond {
             .expect("shallow clones cannot fail")
     }
 
-    /// Samples `start..start + len` of the batch.
+    /// Samples `start..start + len` of the batch; fields of batch 1 (shared
+    /// by every sample) are kept whole.
     pub fn narrow(&self, start: i64, len: i64) -> Result<Cond> {
-        self.map(|t| Ok(t.f_narrow(0, start, len)?))
+        self.map(|t| {
+            Ok(if t.size().first() == Some(&1) {
+                t.shallow_clone()
+            } else {
+                t.f_narrow(0, start, len)?
+            })
+        })
     }
 
     /// Every tensor on `device`.
@@ -251,34 +258,45 @@ impl Cond {
         })
     }
 
-    /// `self` then `other` along the batch, for one forward pass of both
-    /// (the two must set the same fields).
-    pub fn cat(&self, other: &Cond) -> Result<Cond> {
-        let pair = |a: &Option<Tensor>, b: &Option<Tensor>, what: &str| match (a, b) {
-            (Some(a), Some(b)) => Ok(Some(Tensor::f_cat(&[a, b], 0)?)),
-            (None, None) => Ok(None),
-            _ => Err(Error::Unsupported(format!(
+    /// An error naming the first field that one of `self` and `other` sets
+    /// and the other does not (the two branches of guidance must agree).
+    pub fn check_same_fields(&self, other: &Cond) -> Result<()> {
+        const NAMES: [&str; 4] = [
+            "class_labels",
+            "encoder_hidden_states",
+            "encoder_attention_mask",
+            "extra_channels",
+        ];
+        let pairs = self.fields().into_iter().zip(other.fields());
+        match NAMES
+            .iter()
+            .zip(pairs)
+            .find(|(_, (a, b))| a.is_some() != b.is_some())
+        {
+            Some((what, _)) => Err(Error::Unsupported(format!(
                 "{what} is set in one branch of classifier-free guidance only: the \
                  conditional and the unconditional branch must set the same fields"
             ))),
+            None => Ok(()),
+        }
+    }
+
+    /// `self` then `other` along the batch, for one forward pass of both
+    /// (the two must set the same fields).
+    pub fn cat(&self, other: &Cond) -> Result<Cond> {
+        self.check_same_fields(other)?;
+        let pair = |a: &Option<Tensor>, b: &Option<Tensor>| match (a, b) {
+            (Some(a), Some(b)) => Ok::<_, Error>(Some(Tensor::f_cat(&[a, b], 0)?)),
+            _ => Ok(None),
         };
         Ok(Cond {
-            class_labels: pair(&self.class_labels, &other.class_labels, "class_labels")?,
-            encoder_hidden_states: pair(
-                &self.encoder_hidden_states,
-                &other.encoder_hidden_states,
-                "encoder_hidden_states",
-            )?,
+            class_labels: pair(&self.class_labels, &other.class_labels)?,
+            encoder_hidden_states: pair(&self.encoder_hidden_states, &other.encoder_hidden_states)?,
             encoder_attention_mask: pair(
                 &self.encoder_attention_mask,
                 &other.encoder_attention_mask,
-                "encoder_attention_mask",
             )?,
-            extra_channels: pair(
-                &self.extra_channels,
-                &other.extra_channels,
-                "extra_channels",
-            )?,
+            extra_channels: pair(&self.extra_channels, &other.extra_channels)?,
         })
     }
 

@@ -95,39 +95,22 @@ impl Conditioning {
         ))
     }
 
-    /// Samples `start..start + len` of the batch (a batch-1 unconditional
-    /// branch is kept whole).
+    /// Samples `start..start + len` of the batch (fields of batch 1 are
+    /// kept whole, see [`Cond::narrow`]).
     pub fn narrow(&self, start: i64, len: i64) -> Result<Conditioning> {
         let guidance = match &self.guidance {
             Some(g) => Some(Guidance {
                 scale: g.scale,
-                uncond: narrow_unless_one(&g.uncond, start, len)?,
+                uncond: g.uncond.narrow(start, len)?,
                 batched: g.batched,
             }),
             None => None,
         };
         Ok(Conditioning {
-            cond: narrow_unless_one(&self.cond, start, len)?,
+            cond: self.cond.narrow(start, len)?,
             guidance,
         })
     }
-}
-
-/// [`Cond::narrow`], leaving fields of batch 1 (shared by every sample).
-fn narrow_unless_one(c: &Cond, start: i64, len: i64) -> Result<Cond> {
-    let f = |t: &Option<Tensor>| -> Result<Option<Tensor>> {
-        Ok(match t {
-            Some(t) if t.size().first() != Some(&1) => Some(t.f_narrow(0, start, len)?),
-            Some(t) => Some(t.shallow_clone()),
-            None => None,
-        })
-    };
-    Ok(Cond {
-        class_labels: f(&c.class_labels)?,
-        encoder_hidden_states: f(&c.encoder_hidden_states)?,
-        encoder_attention_mask: f(&c.encoder_attention_mask)?,
-        extra_channels: f(&c.extra_channels)?,
-    })
 }
 
 /// One model evaluation with the batch's conditioning, checked once per
@@ -161,8 +144,7 @@ impl Guided {
                 let both = if g.batched {
                     Some(uncond.cat(&cond)?)
                 } else {
-                    // The same check as the batched path: the same fields.
-                    uncond.narrow(0, 1)?.cat(&cond.narrow(0, 1)?)?;
+                    uncond.check_same_fields(&cond)?;
                     None
                 };
                 (Some(uncond), both, g.scale)
