@@ -26,7 +26,7 @@ use crate::discrete::{discrete_setup, discrete_tables};
 use crate::error::{Error, Result};
 use crate::extra::{set_bool, Extra};
 use crate::noise::NoiseSource;
-use crate::solver::{coef, indices, per, Solver, StepIndex, StepOutput};
+use crate::solver::{coef, per, Positions, Solver, StepIndex, StepOutput};
 use crate::tables::Tables;
 use crate::x0::X0Processing;
 
@@ -72,7 +72,7 @@ impl DdimOptions {
 #[derive(Debug)]
 pub struct Ddim {
     tables: Tables,
-    timesteps: Vec<f64>,
+    positions: Positions,
     /// The timestep each position steps to (below 0: `final_alpha_cumprod`).
     prev_timesteps: Vec<i64>,
     prediction: PredictionType,
@@ -166,7 +166,7 @@ impl Ddim {
             final_alpha_cumprod,
             eta: options.eta,
             tables,
-            timesteps,
+            positions: Positions::discrete(timesteps, Kind::Int64),
         })
     }
 
@@ -212,21 +212,8 @@ impl Solver for Ddim {
         "ddim"
     }
 
-    fn timesteps(&self) -> &[f64] {
-        &self.timesteps
-    }
-
-    fn timestep_kind(&self) -> Kind {
-        Kind::Int64
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn scale_model_input(&self, x: &Tensor, i: StepIndex<'_>) -> Result<Tensor> {
-        indices(i, x.size()[0], self.timesteps.len())?;
-        Ok(x.shallow_clone())
+    fn positions(&self) -> &Positions {
+        &self.positions
     }
 
     fn step(
@@ -236,8 +223,8 @@ impl Solver for Ddim {
         x: &Tensor,
         noise: &mut dyn NoiseSource,
     ) -> Result<StepOutput> {
-        let idx = indices(i, x.size()[0], self.timesteps.len())?;
-        let a = per(&idx, |k| self.alpha_bar(self.timesteps[k] as i64));
+        let idx = self.positions.indices(i, x)?;
+        let a = per(&idx, |k| self.alpha_bar(self.timesteps()[k] as i64));
         let a_prev = per(&idx, |k| self.alpha_bar(self.prev_timesteps[k]));
         let level = NoiseLevel::from_alpha_bar(&a, x)?;
         let (x0, eps) = x0_and_eps(self.prediction, model_output, x, &level)?;
@@ -271,10 +258,8 @@ impl Solver for Ddim {
         })
     }
 
-    fn reset(&mut self) {}
-
     fn noise_coefficients(&self, i: usize) -> (f64, f64) {
-        let a = self.alpha_bar(self.timesteps[i] as i64);
+        let a = self.alpha_bar(self.timesteps()[i] as i64);
         (a.sqrt(), (1.0 - a).sqrt())
     }
 }

@@ -23,7 +23,7 @@ use tch::{Kind, Tensor};
 use crate::discrete::discrete_setup;
 use crate::error::{Error, Result};
 use crate::noise::NoiseSource;
-use crate::solver::{coef, indices, per, Solver, StepIndex, StepOutput};
+use crate::solver::{coef, per, Positions, Solver, StepIndex, StepOutput};
 use crate::tables::Tables;
 use crate::x0::X0Processing;
 
@@ -31,7 +31,7 @@ use crate::x0::X0Processing;
 #[derive(Debug)]
 pub struct Ddpm {
     tables: Tables,
-    timesteps: Vec<f64>,
+    positions: Positions,
     prediction: PredictionType,
     x0: X0Processing,
     variance: VarianceType,
@@ -51,7 +51,7 @@ impl Ddpm {
             x0: X0Processing::from_config(config, true),
             variance,
             tables,
-            timesteps,
+            positions: Positions::discrete(timesteps, Kind::Int64),
         })
     }
 
@@ -73,21 +73,8 @@ impl Solver for Ddpm {
         "ddpm"
     }
 
-    fn timesteps(&self) -> &[f64] {
-        &self.timesteps
-    }
-
-    fn timestep_kind(&self) -> Kind {
-        Kind::Int64
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn scale_model_input(&self, x: &Tensor, i: StepIndex<'_>) -> Result<Tensor> {
-        indices(i, x.size()[0], self.timesteps.len())?;
-        Ok(x.shallow_clone())
+    fn positions(&self) -> &Positions {
+        &self.positions
     }
 
     fn uses_predicted_variance(&self) -> bool {
@@ -101,7 +88,7 @@ impl Solver for Ddpm {
         x: &Tensor,
         noise: &mut dyn NoiseSource,
     ) -> Result<StepOutput> {
-        let idx = indices(i, x.size()[0], self.timesteps.len())?;
+        let idx = self.positions.indices(i, x)?;
         let channels = x.size()[1];
         let (out, predicted_variance) = if self.learned() && model_output.size()[1] == 2 * channels
         {
@@ -120,7 +107,7 @@ impl Solver for Ddpm {
             )));
         }
         let ac = &self.tables.alphas_cumprod;
-        let ts = &self.timesteps;
+        let ts = self.positions.timesteps();
         let a = per(&idx, |k| ac[ts[k] as usize]);
         let a_prev = per(&idx, |k| ts.get(k + 1).map_or(1.0, |&t| ac[t as usize]));
         let x0 = predicted_x0(
@@ -180,10 +167,8 @@ impl Solver for Ddpm {
         })
     }
 
-    fn reset(&mut self) {}
-
     fn noise_coefficients(&self, i: usize) -> (f64, f64) {
-        let a = self.tables.alphas_cumprod[self.timesteps[i] as usize];
+        let a = self.tables.alphas_cumprod[self.timesteps()[i] as usize];
         (a.sqrt(), (1.0 - a).sqrt())
     }
 }

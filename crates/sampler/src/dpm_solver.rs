@@ -39,7 +39,7 @@ use crate::numpy::{f32r, interp, np_arange, np_linspace};
 use crate::sigma::{
     exponential_sigmas, karras_sigmas, sigma_tables, sigma_to_t, FinalSigmas, SigmaSpacing,
 };
-use crate::solver::{coef, indices, per, Solver, StepIndex, StepOutput};
+use crate::solver::{coef, per, Positions, Solver, StepIndex, StepOutput};
 use crate::tables::{check_steps, check_timesteps};
 use crate::x0::X0Processing;
 
@@ -157,7 +157,7 @@ fn check_order(order: usize) -> Result<()> {
 /// diffusers' `DPMSolverMultistepScheduler` (DPM-Solver++).
 #[derive(Debug)]
 pub struct DpmSolverMultistep {
-    timesteps: Vec<f64>,
+    positions: Positions,
     /// One per timestep plus the final one.
     sigmas: Vec<f64>,
     prediction: PredictionType,
@@ -283,7 +283,7 @@ impl DpmSolverMultistep {
         sigmas.push(if final_zero { 0.0 } else { f64::from(full[0]) });
         let x0 = X0Processing::threshold_only(config);
         Ok(DpmSolverMultistep {
-            timesteps,
+            positions: Positions::discrete(timesteps, Kind::Int64),
             sigmas,
             prediction: config.prediction_type.unwrap_or(PredictionType::Epsilon),
             x0,
@@ -304,7 +304,7 @@ impl DpmSolverMultistep {
 
     /// The order of the update at position `j` (diffusers' rules).
     fn order_at(&self, j: usize) -> usize {
-        let n = self.timesteps.len();
+        let n = self.timesteps().len();
         let lower_final = j == n - 1
             && (self.euler_at_final || (self.lower_order_final && n < 15) || self.final_zero);
         let lower_second = j + 2 == n && self.lower_order_final && n < 15;
@@ -354,21 +354,8 @@ impl Solver for DpmSolverMultistep {
         "dpm++2m"
     }
 
-    fn timesteps(&self) -> &[f64] {
-        &self.timesteps
-    }
-
-    fn timestep_kind(&self) -> Kind {
-        Kind::Int64
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn scale_model_input(&self, x: &Tensor, i: StepIndex<'_>) -> Result<Tensor> {
-        indices(i, x.size()[0], self.timesteps.len())?;
-        Ok(x.shallow_clone())
+    fn positions(&self) -> &Positions {
+        &self.positions
     }
 
     fn step(
@@ -378,7 +365,7 @@ impl Solver for DpmSolverMultistep {
         x: &Tensor,
         _noise: &mut dyn NoiseSource,
     ) -> Result<StepOutput> {
-        let idx = indices(i, x.size()[0], self.timesteps.len())?;
+        let idx = self.positions.indices(i, x)?;
         let sigma = per(&idx, |k| self.sigmas[k]);
         let level = NoiseLevel::VariancePreservingSigma(sigma);
         let x0 = predicted_x0(self.prediction, model_output, x, &level)?;

@@ -20,25 +20,23 @@
 //! `timestep_spacing` (default `linspace`), `timestep_type`, `steps_offset`,
 //! `rescale_betas_zero_snr`, `final_sigmas_type`.
 
-use schedule::prediction::{predicted_x0, NoiseLevel};
 use schedule::{PredictionType, SchedulerConfig};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use crate::error::Result;
 use crate::extra::{set_opt_f64, set_str, Extra};
 use crate::noise::NoiseSource;
 use crate::numpy::f32r;
-use crate::sigma::{init_noise_sigma, scale_by_sigma, sigma_setup, FinalSigmas, SigmaSpacing};
-use crate::solver::{coef, indices, per, Solver, StepIndex, StepOutput};
+use crate::sigma::{sigma_setup, FinalSigmas, SigmaSpacing, SigmaStart};
+use crate::solver::{coef, per, Positions, Solver, StepIndex, StepOutput};
+use crate::x0::X0Processing;
 
 /// diffusers' `EulerDiscreteScheduler`.
 #[derive(Debug)]
 pub struct Euler {
-    timesteps: Vec<f64>,
-    /// One per timestep plus the final one.
-    sigmas: Vec<f64>,
+    /// One sigma per timestep plus the final one.
+    positions: Positions,
     prediction: PredictionType,
-    init_noise_sigma: f64,
 }
 
 /// Euler's timesteps for the model (diffusers' `timestep_type`).
@@ -142,8 +140,7 @@ impl Euler {
             FinalSigmas::Zero => 0.0,
             FinalSigmas::SigmaMin => f64::from(setup.tables.sigmas()[0]),
         };
-        let mut sigmas: Vec<f64> = setup.sigmas.iter().map(|&s| f32r(s)).collect();
-        sigmas.push(last);
+        let sigmas = setup.sigmas_then(last);
         let continuous = options.timestep_type == TimestepType::Continuous;
         let timesteps = if continuous && setup.prediction == PredictionType::VPrediction {
             sigmas[..sigmas.len() - 1]
@@ -154,16 +151,14 @@ impl Euler {
             setup.timesteps.iter().map(|&t| f32r(t)).collect()
         };
         Ok(Euler {
-            init_noise_sigma: init_noise_sigma(&sigmas, setup.spacing),
-            timesteps,
-            sigmas,
+            positions: setup.positions(timesteps, sigmas),
             prediction: setup.prediction,
         })
     }
 
     /// The noise levels, one per timestep plus the final one.
     pub fn sigmas(&self) -> &[f64] {
-        &self.sigmas
+        self.positions.sigmas()
     }
 }
 
@@ -172,21 +167,8 @@ impl Solver for Euler {
         "euler"
     }
 
-    fn timesteps(&self) -> &[f64] {
-        &self.timesteps
-    }
-
-    fn timestep_kind(&self) -> Kind {
-        Kind::Float
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        self.init_noise_sigma
-    }
-
-    fn scale_model_input(&self, x: &Tensor, i: StepIndex<'_>) -> Result<Tensor> {
-        let idx = indices(i, x.size()[0], self.timesteps.len())?;
-        scale_by_sigma(x, &per(&idx, |k| self.sigmas[k]))
+    fn positions(&self) -> &Positions {
+        &self.positions
     }
 
     fn step(
@@ -196,23 +178,24 @@ impl Solver for Euler {
         x: &Tensor,
         _noise: &mut dyn NoiseSource,
     ) -> Result<StepOutput> {
-        let idx = indices(i, x.size()[0], self.timesteps.len())?;
-        let sigma = per(&idx, |k| self.sigmas[k]);
-        let level = NoiseLevel::Sigma(sigma.clone());
-        let x0 = predicted_x0(self.prediction, model_output, x, &level)?;
-        let inv: Vec<f64> = sigma.iter().map(|s| 1.0 / s).collect();
-        let derivative = (x - &x0) * coef(&inv, x)?;
-        let dt = per(&idx, |k| self.sigmas[k + 1] - self.sigmas[k]);
+        let start = SigmaStart::new(
+            &self.positions,
+            self.prediction,
+            &X0Processing::None,
+            model_output,
+            x,
+            i,
+        )?;
+        let sigmas = self.positions.sigmas();
+        let dt = per(&start.idx, |k| sigmas[k + 1] - sigmas[k]);
         Ok(StepOutput {
-            prev_sample: x + derivative * coef(&dt, x)?,
-            pred_original_sample: x0,
+            prev_sample: x + start.slope * coef(&dt, x)?,
+            pred_original_sample: start.x0,
         })
     }
 
-    fn reset(&mut self) {}
-
     fn noise_coefficients(&self, i: usize) -> (f64, f64) {
-        (1.0, self.sigmas[i])
+        (1.0, self.sigmas()[i])
     }
 }
 

@@ -15,23 +15,20 @@
 //! `prediction_type`, `timestep_spacing` (default `linspace`),
 //! `steps_offset`, `rescale_betas_zero_snr`.
 
-use schedule::prediction::{predicted_x0, NoiseLevel};
 use schedule::{PredictionType, SchedulerConfig};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use crate::error::Result;
 use crate::noise::NoiseSource;
-use crate::numpy::f32r;
-use crate::sigma::{init_noise_sigma, scale_by_sigma, sigma_setup, SigmaSpacing};
-use crate::solver::{coef, indices, per, Solver, StepIndex, StepOutput};
+use crate::sigma::{sigma_setup, SigmaSpacing, SigmaStart};
+use crate::solver::{coef, Positions, Solver, StepIndex, StepOutput};
+use crate::x0::X0Processing;
 
 /// diffusers' `EulerAncestralDiscreteScheduler`.
 #[derive(Debug)]
 pub struct EulerAncestral {
-    timesteps: Vec<f64>,
-    sigmas: Vec<f64>,
+    positions: Positions,
     prediction: PredictionType,
-    init_noise_sigma: f64,
 }
 
 impl EulerAncestral {
@@ -47,12 +44,9 @@ impl EulerAncestral {
             SigmaSpacing::Timesteps,
             (None, None),
         )?;
-        let mut sigmas: Vec<f64> = setup.sigmas.iter().map(|&s| f32r(s)).collect();
-        sigmas.push(0.0);
+        let sigmas = setup.sigmas_then(0.0);
         Ok(EulerAncestral {
-            init_noise_sigma: init_noise_sigma(&sigmas, setup.spacing),
-            timesteps: setup.timesteps,
-            sigmas,
+            positions: setup.positions(setup.timesteps.clone(), sigmas),
             prediction: setup.prediction,
         })
     }
@@ -63,21 +57,8 @@ impl Solver for EulerAncestral {
         "euler-a"
     }
 
-    fn timesteps(&self) -> &[f64] {
-        &self.timesteps
-    }
-
-    fn timestep_kind(&self) -> Kind {
-        Kind::Float
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        self.init_noise_sigma
-    }
-
-    fn scale_model_input(&self, x: &Tensor, i: StepIndex<'_>) -> Result<Tensor> {
-        let idx = indices(i, x.size()[0], self.timesteps.len())?;
-        scale_by_sigma(x, &per(&idx, |k| self.sigmas[k]))
+    fn positions(&self) -> &Positions {
+        &self.positions
     }
 
     fn step(
@@ -87,22 +68,25 @@ impl Solver for EulerAncestral {
         x: &Tensor,
         noise: &mut dyn NoiseSource,
     ) -> Result<StepOutput> {
-        let idx = indices(i, x.size()[0], self.timesteps.len())?;
-        let sigma = per(&idx, |k| self.sigmas[k]);
-        let level = NoiseLevel::Sigma(sigma.clone());
-        let x0 = predicted_x0(self.prediction, model_output, x, &level)?;
-        let mut up = Vec::with_capacity(idx.len());
-        let mut dt = Vec::with_capacity(idx.len());
-        for &k in &idx {
-            let (from, to) = (self.sigmas[k], self.sigmas[k + 1]);
+        let start = SigmaStart::new(
+            &self.positions,
+            self.prediction,
+            &X0Processing::None,
+            model_output,
+            x,
+            i,
+        )?;
+        let sigmas = self.positions.sigmas();
+        let mut up = Vec::with_capacity(start.idx.len());
+        let mut dt = Vec::with_capacity(start.idx.len());
+        for &k in &start.idx {
+            let (from, to) = (sigmas[k], sigmas[k + 1]);
             let sigma_up = (to * to * (from * from - to * to) / (from * from)).sqrt();
             let sigma_down = (to * to - sigma_up * sigma_up).sqrt();
             up.push(sigma_up);
             dt.push(sigma_down - from);
         }
-        let inv: Vec<f64> = sigma.iter().map(|s| 1.0 / s).collect();
-        let derivative = (x - &x0) * coef(&inv, x)?;
-        let prev = x + derivative * coef(&dt, x)?;
+        let prev = x + start.slope * coef(&dt, x)?;
         let z = noise.randn(
             &model_output.size(),
             model_output.kind(),
@@ -110,13 +94,11 @@ impl Solver for EulerAncestral {
         )?;
         Ok(StepOutput {
             prev_sample: prev + z * coef(&up, x)?,
-            pred_original_sample: x0,
+            pred_original_sample: start.x0,
         })
     }
 
-    fn reset(&mut self) {}
-
     fn noise_coefficients(&self, i: usize) -> (f64, f64) {
-        (1.0, self.sigmas[i])
+        (1.0, self.positions.sigmas()[i])
     }
 }

@@ -20,16 +20,15 @@
 //! (default `linspace`), `steps_offset`. Heun knows no
 //! `rescale_betas_zero_snr` and no dynamic thresholding.
 
-use schedule::prediction::{predicted_x0, NoiseLevel};
 use schedule::{PredictionType, SchedulerConfig};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use crate::error::{Error, Result};
 use crate::extra::{set_opt_f64, Extra};
 use crate::noise::NoiseSource;
 use crate::numpy::f32r;
-use crate::sigma::{init_noise_sigma, scale_by_sigma, sigma_setup, SigmaSpacing};
-use crate::solver::{coef, indices, per, Solver, StepIndex, StepOutput};
+use crate::sigma::{sigma_setup, SigmaSpacing, SigmaStart};
+use crate::solver::{coef, per, Positions, Solver, StepIndex, StepOutput};
 use crate::x0::X0Processing;
 
 /// The first stage's slope, step and starting point, per sample.
@@ -43,13 +42,11 @@ struct FirstStage {
 /// diffusers' `HeunDiscreteScheduler`.
 #[derive(Debug)]
 pub struct Heun {
-    /// 2 · steps - 1 model timesteps.
-    timesteps: Vec<f64>,
-    /// 2 · steps sigmas: s0, s1, s1, s2, s2, .., s_{n-1}, s_{n-1}, 0.
-    sigmas: Vec<f64>,
+    /// 2 · steps - 1 model timesteps and 2 · steps sigmas: s0, s1, s1, s2,
+    /// s2, .., s_{n-1}, s_{n-1}, 0.
+    positions: Positions,
     prediction: PredictionType,
     x0: X0Processing,
-    init_noise_sigma: f64,
     state: Option<FirstStage>,
 }
 
@@ -107,12 +104,7 @@ impl Heun {
             options.sigma_spacing,
             (options.sigma_min, options.sigma_max),
         )?;
-        let base: Vec<f64> = setup
-            .sigmas
-            .iter()
-            .map(|&s| f32r(s))
-            .chain(std::iter::once(0.0))
-            .collect();
+        let base = setup.sigmas_then(0.0);
         let n = base.len() - 1;
         let mut sigmas = vec![base[0]];
         for &s in &base[1..n] {
@@ -124,13 +116,10 @@ impl Heun {
         for &t in &ts[1..] {
             timesteps.extend([t, t]);
         }
-        let x0 = X0Processing::clip_only(config);
         Ok(Heun {
-            init_noise_sigma: init_noise_sigma(&sigmas, setup.spacing),
-            timesteps,
-            sigmas,
+            positions: setup.positions(timesteps, sigmas),
             prediction: setup.prediction,
-            x0,
+            x0: X0Processing::clip_only(config),
             state: None,
         })
     }
@@ -141,21 +130,8 @@ impl Solver for Heun {
         "heun"
     }
 
-    fn timesteps(&self) -> &[f64] {
-        &self.timesteps
-    }
-
-    fn timestep_kind(&self) -> Kind {
-        Kind::Float
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        self.init_noise_sigma
-    }
-
-    fn scale_model_input(&self, x: &Tensor, i: StepIndex<'_>) -> Result<Tensor> {
-        let idx = indices(i, x.size()[0], self.timesteps.len())?;
-        scale_by_sigma(x, &per(&idx, |k| self.sigmas[k]))
+    fn positions(&self) -> &Positions {
+        &self.positions
     }
 
     fn step(
@@ -165,22 +141,28 @@ impl Solver for Heun {
         x: &Tensor,
         _noise: &mut dyn NoiseSource,
     ) -> Result<StepOutput> {
-        let idx = indices(i, x.size()[0], self.timesteps.len())?;
         // The model saw sigmas[j] in both stages.
-        let sigma_in = per(&idx, |k| self.sigmas[k]);
-        let level = NoiseLevel::Sigma(sigma_in.clone());
-        let x0 = self
-            .x0
-            .apply(predicted_x0(self.prediction, model_output, x, &level)?)?;
-        let inv: Vec<f64> = sigma_in.iter().map(|s| 1.0 / s).collect();
-        let derivative = (x - &x0) * coef(&inv, x)?;
+        let SigmaStart {
+            idx,
+            x0,
+            slope: derivative,
+            ..
+        } = SigmaStart::new(
+            &self.positions,
+            self.prediction,
+            &self.x0,
+            model_output,
+            x,
+            i,
+        )?;
+        let sigmas = self.positions.sigmas();
         let first: Vec<bool> = idx.iter().map(|k| k % 2 == 0).collect();
         let all_first = first.iter().all(|&f| f);
 
         let dt = coef(
             &per(&idx, |k| {
                 if k % 2 == 0 {
-                    self.sigmas[k + 1] - self.sigmas[k]
+                    sigmas[k + 1] - sigmas[k]
                 } else {
                     0.0
                 }
@@ -238,7 +220,7 @@ impl Solver for Heun {
     }
 
     fn noise_coefficients(&self, i: usize) -> (f64, f64) {
-        (1.0, self.sigmas[i])
+        (1.0, self.positions.sigmas()[i])
     }
 }
 
@@ -259,10 +241,16 @@ mod tests {
         let mut cfg = empty.clone();
         cfg.beta_start = Some(0.00085);
         cfg.beta_end = Some(0.012);
-        assert_eq!(own.sigmas, Heun::new(&cfg, 10).unwrap().sigmas);
+        assert_eq!(
+            own.positions.sigmas(),
+            Heun::new(&cfg, 10).unwrap().positions.sigmas()
+        );
         cfg.beta_start = Some(0.0001);
         cfg.beta_end = Some(0.02);
-        assert_ne!(own.sigmas, Heun::new(&cfg, 10).unwrap().sigmas);
+        assert_ne!(
+            own.positions.sigmas(),
+            Heun::new(&cfg, 10).unwrap().positions.sigmas()
+        );
 
         let options = HeunOptions {
             sigma_spacing: SigmaSpacing::Karras,
@@ -274,6 +262,9 @@ mod tests {
         assert_eq!(HeunOptions::from_config(&written).unwrap(), options);
         let a = Heun::with_options(&empty, 8, options).unwrap();
         let b = Heun::new(&written, 8).unwrap();
-        assert_eq!((&a.timesteps, &a.sigmas), (&b.timesteps, &b.sigmas));
+        assert_eq!(
+            (a.timesteps(), a.positions.sigmas()),
+            (b.timesteps(), b.positions.sigmas())
+        );
     }
 }

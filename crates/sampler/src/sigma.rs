@@ -4,14 +4,16 @@
 //! 1), the noise-level spacings (interpolated, Karras, exponential) and the
 //! set-up from a scheduler config.
 
+use schedule::prediction::{predicted_x0, NoiseLevel};
 use schedule::{PredictionType, SchedulerConfig, TimestepSpacing};
 use tch::Tensor;
 
 use crate::error::{Error, Result};
 use crate::extra::{set_bool, set_str, Extra};
 use crate::numpy::{f32r, interp, np_linspace};
-use crate::solver::coef;
+use crate::solver::{coef, per, Positions, StepIndex};
 use crate::tables::{check_steps, check_timesteps, spaced_timesteps, Tables};
+use crate::x0::X0Processing;
 
 /// How a sigma-space solver spreads its noise levels (diffusers'
 /// `use_karras_sigmas` and `use_exponential_sigmas`; `use_beta_sigmas` is
@@ -139,7 +141,7 @@ pub(crate) fn sigma_schedule(
 }
 
 /// diffusers' `init_noise_sigma` of the sigma-space solvers.
-pub(crate) fn init_noise_sigma(sigmas: &[f64], spacing: TimestepSpacing) -> f64 {
+fn init_noise_sigma(sigmas: &[f64], spacing: TimestepSpacing) -> f64 {
     let max = sigmas.iter().copied().fold(0.0f64, f64::max) as f32;
     match spacing {
         TimestepSpacing::Linspace | TimestepSpacing::Trailing => f64::from(max),
@@ -147,10 +149,32 @@ pub(crate) fn init_noise_sigma(sigmas: &[f64], spacing: TimestepSpacing) -> f64 
     }
 }
 
-/// x / sqrt(sigma² + 1) per sample.
-pub(crate) fn scale_by_sigma(x: &Tensor, sigma: &[f64]) -> Result<Tensor> {
-    let c: Vec<f64> = sigma.iter().map(|s| 1.0 / (s * s + 1.0).sqrt()).collect();
-    Ok(x * coef(&c, x)?)
+/// Where a sigma-space step starts: the batch's positions, the model's x̂_0
+/// (after `x0` processing) and the slope d = (x - x̂_0) / sigma of the
+/// probability-flow ODE.
+pub(crate) struct SigmaStart {
+    pub idx: Vec<usize>,
+    pub x0: Tensor,
+    pub slope: Tensor,
+}
+
+impl SigmaStart {
+    pub fn new(
+        positions: &Positions,
+        prediction: PredictionType,
+        x0: &X0Processing,
+        model_output: &Tensor,
+        x: &Tensor,
+        i: StepIndex<'_>,
+    ) -> Result<Self> {
+        let idx = positions.indices(i, x)?;
+        let sigma = per(&idx, |k| positions.sigmas()[k]);
+        let level = NoiseLevel::Sigma(sigma.clone());
+        let x0 = x0.apply(predicted_x0(prediction, model_output, x, &level)?)?;
+        let inv: Vec<f64> = sigma.iter().map(|s| 1.0 / s).collect();
+        let slope = (x - &x0) * coef(&inv, x)?;
+        Ok(SigmaStart { idx, x0, slope })
+    }
 }
 
 /// What a sigma-space solver is built from.
@@ -160,6 +184,23 @@ pub(crate) struct SigmaSetup {
     pub sigmas: Vec<f64>,
     pub spacing: TimestepSpacing,
     pub prediction: PredictionType,
+}
+
+impl SigmaSetup {
+    /// The noise levels as diffusers holds them (float32), then `last`.
+    pub fn sigmas_then(&self, last: f64) -> Vec<f64> {
+        let mut sigmas: Vec<f64> = self.sigmas.iter().map(|&s| f32r(s)).collect();
+        sigmas.push(last);
+        sigmas
+    }
+
+    /// Positions at `timesteps` with the noise levels `sigmas` (one per
+    /// timestep, then the final one), the initial noise scaled as diffusers
+    /// scales it for this set-up's timestep spacing.
+    pub fn positions(&self, timesteps: Vec<f64>, sigmas: Vec<f64>) -> Positions {
+        let init = init_noise_sigma(&sigmas, self.spacing);
+        Positions::sigma(timesteps, sigmas, init)
+    }
 }
 
 /// The training tables of a sigma-space solver: the config's betas (the

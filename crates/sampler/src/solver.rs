@@ -67,24 +67,107 @@ pub struct StepOutput {
     pub pred_original_sample: Tensor,
 }
 
+/// The positions a solver steps through: the timesteps the model sees, the
+/// kind of the timestep tensor, and for the sigma-space solvers (see
+/// [`mod@crate::sigma`]) the noise level of each position, which scales the
+/// model input and the initial noise. Every solver holds one, and the
+/// [`Solver`] methods that only read it are provided from it.
+#[derive(Debug, Clone)]
+pub struct Positions {
+    timesteps: Vec<f64>,
+    kind: Kind,
+    sigma_space: Option<SigmaSpace>,
+}
+
+#[derive(Debug, Clone)]
+struct SigmaSpace {
+    sigmas: Vec<f64>,
+    init_noise_sigma: f64,
+}
+
+impl Positions {
+    /// Positions whose model input is the sample as it is and whose initial
+    /// noise is standard normal.
+    pub(crate) fn discrete(timesteps: Vec<f64>, kind: Kind) -> Self {
+        Positions {
+            timesteps,
+            kind,
+            sigma_space: None,
+        }
+    }
+
+    /// Sigma-space positions with float timesteps: `sigmas` holds one noise
+    /// level per timestep and the final one; the model sees x / sqrt(sigma²
+    /// + 1) and the initial noise is scaled by `init_noise_sigma`.
+    pub(crate) fn sigma(timesteps: Vec<f64>, sigmas: Vec<f64>, init_noise_sigma: f64) -> Self {
+        debug_assert_eq!(sigmas.len(), timesteps.len() + 1);
+        Positions {
+            timesteps,
+            kind: Kind::Float,
+            sigma_space: Some(SigmaSpace {
+                sigmas,
+                init_noise_sigma,
+            }),
+        }
+    }
+
+    /// The timesteps, one per model evaluation, noisiest first.
+    pub fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
+
+    /// The noise levels of sigma-space positions (one per timestep, then the
+    /// final one); empty for the others.
+    pub fn sigmas(&self) -> &[f64] {
+        self.sigma_space.as_ref().map_or(&[], |s| &s.sigmas)
+    }
+
+    /// The positions of step `i` for a batch like `x`, checked.
+    pub(crate) fn indices(&self, i: StepIndex<'_>, x: &Tensor) -> Result<Vec<usize>> {
+        indices(i, x.size()[0], self.timesteps.len())
+    }
+}
+
 /// A reverse-process solver. Build one with [`crate::factory::by_name`].
 pub trait Solver: Send + std::fmt::Debug {
     /// The name [`crate::factory::by_name`] knows it by.
     fn name(&self) -> &'static str;
 
+    /// Its positions.
+    fn positions(&self) -> &Positions;
+
     /// The timesteps the model sees, one per model evaluation, noisiest
     /// first (fractional for the sigma-space solvers).
-    fn timesteps(&self) -> &[f64];
+    fn timesteps(&self) -> &[f64] {
+        &self.positions().timesteps
+    }
 
     /// The kind of the timestep tensor given to the model: `Int64` where
     /// diffusers passes integer timesteps, `Float` where it passes floats.
-    fn timestep_kind(&self) -> Kind;
+    fn timestep_kind(&self) -> Kind {
+        self.positions().kind
+    }
 
     /// The factor on standard-normal noise that makes the initial sample.
-    fn init_noise_sigma(&self) -> f64;
+    fn init_noise_sigma(&self) -> f64 {
+        self.positions()
+            .sigma_space
+            .as_ref()
+            .map_or(1.0, |s| s.init_noise_sigma)
+    }
 
     /// The model input for the sample `x` at position `i`.
-    fn scale_model_input(&self, x: &Tensor, i: StepIndex<'_>) -> Result<Tensor>;
+    fn scale_model_input(&self, x: &Tensor, i: StepIndex<'_>) -> Result<Tensor> {
+        let positions = self.positions();
+        let idx = positions.indices(i, x)?;
+        match &positions.sigma_space {
+            None => Ok(x.shallow_clone()),
+            Some(s) => {
+                let c = per(&idx, |k| 1.0 / (s.sigmas[k] * s.sigmas[k] + 1.0).sqrt());
+                Ok(x * coef(&c, x)?)
+            }
+        }
+    }
 
     /// One step from position `i`: `model_output` is what the model returned
     /// for `scale_model_input(x, i)` at `timesteps()[i]`.
@@ -98,7 +181,7 @@ pub trait Solver: Send + std::fmt::Debug {
 
     /// Forgets the history of multistep and two-stage solvers, ready for a
     /// new batch.
-    fn reset(&mut self);
+    fn reset(&mut self) {}
 
     /// Whether [`Solver::step`] wants the model's predicted variance channels
     /// (`learned`/`learned_range` DDPM); the sampling loop drops them for
