@@ -77,10 +77,11 @@ pub struct Args {
     #[arg(long, default_value_t = 1.0)]
     pub guidance_scale: f64,
 
-    /// sample: run the two guidance branches one after the other instead of
-    /// as one forward pass of twice the batch.
-    #[arg(long)]
-    pub guidance_sequential: bool,
+    /// sample: how the two guidance branches run: `auto` (batched on a GPU
+    /// and for small CPU batches), `batched` (one forward pass of twice the
+    /// batch) or `sequential` (one after the other).
+    #[arg(long, value_name = "auto|batched|sequential", default_value = "auto")]
+    pub guidance_batching: sampler::Batching,
 }
 
 /// The U-Net of `name`: a preset or `grey32`, at `size` if given.
@@ -232,7 +233,7 @@ fn sample(unet: &UNet, args: &Args, shape: [i64; 4], device: Device) -> Result<f
     let labels = |v: i64| sampler::Cond::labels(Tensor::full([shape[0]], v, (Kind::Int64, device)));
     let mut conditioning = sampler::Conditioning::guided(labels(0), args.guidance_scale, labels(1));
     if let Some(g) = conditioning.guidance.as_mut() {
-        g.batched = !args.guidance_sequential;
+        g.batching = args.guidance_batching;
     }
     let run = |steps: usize| -> Result<()> {
         let mut solver = sampler::by_name(
@@ -330,7 +331,7 @@ mod tests {
             device: "cpu".into(),
             threads: None,
             guidance_scale: 1.0,
-            guidance_sequential: false,
+            guidance_batching: sampler::Batching::Auto,
         }
     }
 

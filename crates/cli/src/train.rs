@@ -1,6 +1,6 @@
 //! `lmzh train`: the `trainer` binary's command line, as a subcommand.
 //! `lmzh train --nproc N` runs this same command as N data-parallel processes
-//! (`trainer::distributed::launch_local`); each prints its own report.
+//! (`trainer::launch::launch_local`); each prints its own report.
 
 use std::process::ExitCode;
 

@@ -216,10 +216,45 @@ impl fmt::Display for Trained {
     }
 }
 
-/// Computes the metrics `args` ask for.
+/// The flag of an [`Error::Parameter`] the library names by its field.
+fn flag(name: &'static str) -> &'static str {
+    match name {
+        "samples" => "--samples",
+        "feature_net" => "--feature-net",
+        "degrade" => "--degrade",
+        "kid_subsets" => "--kid-subsets",
+        "kid_subset_size" => "--kid-subset-size",
+        "data" => "--data",
+        "limit" => "--limit",
+        "epochs/batch_size" => "--epochs/--batch-size",
+        other => other,
+    }
+}
+
+/// `e` with the flag in place of the field it names.
+fn as_flags(e: Error) -> Error {
+    match e {
+        Error::Parameter {
+            name,
+            value,
+            expected,
+        } => Error::Parameter {
+            name: flag(name),
+            value,
+            expected,
+        },
+        other => other,
+    }
+}
+
+/// Computes the metrics `args` ask for; errors name the flag at fault.
 pub fn run_metrics(args: &MetricsArgs) -> Result<Outcome> {
+    metrics(args).map_err(as_flags)
+}
+
+fn metrics(args: &MetricsArgs) -> Result<Outcome> {
     let samples = args.samples.as_deref().ok_or_else(|| Error::Parameter {
-        name: "--samples",
+        name: "samples",
         value: "(missing)".into(),
         expected: "a folder of images, a .safetensors batch or a data source spec".into(),
     })?;
@@ -286,8 +321,13 @@ pub fn run_metrics(args: &MetricsArgs) -> Result<Outcome> {
     Ok(outcome)
 }
 
-/// Trains a feature net as `args` ask, printing one line per epoch.
+/// Trains a feature net as `args` ask, printing one line per epoch; errors
+/// name the flag at fault.
 pub fn run_train_features(args: &TrainFeaturesArgs, command: String) -> Result<Trained> {
+    train_features(args, command).map_err(as_flags)
+}
+
+fn train_features(args: &TrainFeaturesArgs, command: String) -> Result<Trained> {
     let data = reference::parse_spec(&args.data)?;
     let name = args.name.clone().unwrap_or_else(|| default_name(&data));
     let opts = TrainNetOptions {
@@ -328,5 +368,51 @@ fn default_name(spec: &data_pipeline::source::SourceSpec) -> String {
         S::Mnist(_) => "MNIST".into(),
         S::Cifar10 { .. } => "CIFAR10".into(),
         _ => "CUSTOM".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(degrade: &str) -> MetricsArgs {
+        MetricsArgs {
+            samples: Some("digits".into()),
+            reference: "digits".into(),
+            feature_net: "no-such-net".into(),
+            num_samples: None,
+            reference_limit: None,
+            degrade: Some(degrade.into()),
+            kid_subsets: 100,
+            kid_subset_size: 1000,
+            seed: 0,
+            json: None,
+            no_cache: true,
+            ts_resolution: 299,
+            ts_channels: 3,
+            device: "cpu".into(),
+        }
+    }
+
+    #[test]
+    fn errors_name_flags_where_the_library_names_fields() {
+        let e = run_metrics(&args("noise=0.1")).unwrap_err().to_string();
+        assert!(e.starts_with("--feature-net = no-such-net:"), "{e}");
+        let lib = Extractor::open(
+            "no-such-net",
+            tch::Device::Cpu,
+            TorchScriptInput {
+                resolution: 299,
+                channels: 3,
+            },
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(lib.starts_with("feature_net = no-such-net:"), "{lib}");
+        let mut bad = args("smudge=2");
+        bad.feature_net = "digits".into();
+        let e = run_metrics(&bad).unwrap_err().to_string();
+        assert!(e.starts_with("--degrade = smudge=2:"), "{e}");
     }
 }

@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
-/// Everything that can go wrong in this crate. Messages name the file, flag
-/// or value at fault and what was expected.
+/// Everything that can go wrong in this crate. Messages name the file,
+/// field or value at fault and what was expected (the command line names
+/// its flags instead).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Feature sets whose shapes do not fit the metric.

@@ -103,7 +103,7 @@ impl Extractor {
                 })
             }
             _ => Err(Error::Parameter {
-                name: "--feature-net",
+                name: "feature_net",
                 value: spec.to_string(),
                 expected: format!(
                     "a bundled net ({}), a .safetensors file from `lmzh eval train-features`, or \
@@ -117,7 +117,7 @@ impl Extractor {
     /// The bundled net made for a reference data source, if there is one.
     pub fn for_reference(spec: &SourceSpec, device: Device) -> Result<Self> {
         let name = builtin::for_source(spec).ok_or_else(|| Error::Parameter {
-            name: "--feature-net",
+            name: "feature_net",
             value: "auto".into(),
             expected: format!(
                 "a feature net for {spec}: no bundled net fits it (bundled: {}); train one with \
@@ -255,7 +255,7 @@ mod tests {
         let err = Extractor::open("inception.h5", Device::Cpu, TorchScriptInput::default())
             .unwrap_err()
             .to_string();
-        assert!(err.contains("--feature-net"), "{err}");
+        assert!(err.contains("feature_net"), "{err}");
         let err = Extractor::open("missing.pt", Device::Cpu, TorchScriptInput::default())
             .unwrap_err()
             .to_string();

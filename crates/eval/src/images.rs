@@ -175,7 +175,7 @@ impl std::str::FromStr for Degrade {
 
     fn from_str(s: &str) -> Result<Self> {
         let bad = || Error::Parameter {
-            name: "--degrade",
+            name: "degrade",
             value: s.to_string(),
             expected: "`noise=STD` (pixel units, 0..1) or `blur=SIGMA` (pixels), STD/SIGMA >= 0"
                 .to_string(),
@@ -254,7 +254,7 @@ mod tests {
         assert_eq!("noise=0.1".parse::<Degrade>().unwrap(), Degrade::Noise(0.1));
         assert_eq!("blur=1.5".parse::<Degrade>().unwrap(), Degrade::Blur(1.5));
         let err = "smear=1".parse::<Degrade>().unwrap_err().to_string();
-        assert!(err.contains("--degrade"), "{err}");
+        assert!(err.contains("degrade ="), "{err}");
         assert!("noise=-1".parse::<Degrade>().is_err());
     }
 

@@ -105,7 +105,7 @@ pub fn load_split(
     let ds = train_spec.open(&OpenOptions::default())?;
     if !ds.has_labels() {
         return Err(Error::Parameter {
-            name: "--data",
+            name: "data",
             value: spec.to_string(),
             expected: "a labelled source (IDX with labels, a benchmark set, or a folder with one \
                        sub-folder per class)"
@@ -146,7 +146,7 @@ pub fn load_split(
     };
     if train_idx.is_empty() {
         return Err(Error::Parameter {
-            name: "--limit",
+            name: "limit",
             value: format!("{limit:?}"),
             expected: format!("at least one training image ({spec} has none left)"),
         });
@@ -164,7 +164,7 @@ pub fn load_split(
 pub fn train(opts: &TrainNetOptions, on_epoch: &mut dyn FnMut(EpochReport)) -> Result<FeatureNet> {
     if opts.epochs == 0 || opts.batch_size == 0 {
         return Err(Error::Parameter {
-            name: "--epochs/--batch-size",
+            name: "epochs/batch_size",
             value: format!("{}/{}", opts.epochs, opts.batch_size),
             expected: "both at least 1".into(),
         });
@@ -290,6 +290,6 @@ mod tests {
             ..quick(0)
         };
         let err = train(&opts, &mut |_| {}).unwrap_err().to_string();
-        assert!(err.contains("--data") && err.contains("labelled"), "{err}");
+        assert!(err.contains("data =") && err.contains("labelled"), "{err}");
     }
 }

@@ -59,7 +59,7 @@ pub fn ddim_invert(
             ddim.eta()
         )));
     }
-    let guided = Guided::new(conditioning, &x0.size())?;
+    let guided = Guided::new(conditioning, &x0.size(), x0.device())?;
     let n_steps = ddim.timesteps().len();
     let total = n_steps * (1 + refine);
     let mut done = 0;

@@ -7,7 +7,8 @@
 //!   conditioned on (class labels, text embeddings, extra input channels).
 //! - [`guidance`]: [`Conditioning`] = a [`Cond`] plus an optional
 //!   [`Guidance`] (scale and unconditional branch: null label, empty or
-//!   negative prompt), cond and uncond run as one batched forward pass.
+//!   negative prompt); cond and uncond run as one batched forward pass or
+//!   one after the other ([`Batching`], chosen by batch size and device).
 //! - [`pipeline`]: [`Pipeline`], a diffusers pipeline, model or run folder
 //!   resolved in one place (U-Net, scheduler config, `run.json`).
 //! - [`solver`]: the [`Solver`] trait (one `step` signature, per-sample
@@ -83,7 +84,7 @@ pub use denoiser::{Autocast, Cond, Denoiser};
 pub use edit::edit;
 pub use error::{Error, Result};
 pub use factory::{by_name, SolverOptions, SOLVER_NAMES};
-pub use guidance::{guide, Conditioning, Guidance};
+pub use guidance::{guide, Batching, Conditioning, Guidance};
 pub use input::InputSpec;
 pub use inversion::{ddim_invert, interpolate, inversion_ddim, slerp, InterpolateOptions};
 pub use noise::{NoiseSource, ReplayNoise, TorchRng};

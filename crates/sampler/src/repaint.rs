@@ -216,7 +216,7 @@ pub fn inpaint(
     let _guard = tch::no_grad_guard();
     let image = image.f_to_kind(Kind::Float)?;
     let size = image.size();
-    let guided = Guided::new(conditioning, &size)?;
+    let guided = Guided::new(conditioning, &size, image.device())?;
     let fill_size = fill.size();
     let fits = fill_size.len() == 4
         && (fill_size[0] == 1 || fill_size[0] == size[0])

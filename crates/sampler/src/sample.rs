@@ -65,7 +65,7 @@ pub fn sample_from(
     progress: &mut dyn FnMut(&StepInfo<'_>),
 ) -> Result<Tensor> {
     let _guard = tch::no_grad_guard();
-    let guided = Guided::new(conditioning, &x.size())?;
+    let guided = Guided::new(conditioning, &x.size(), x.device())?;
     let total = solver.timesteps().len();
     if start > total {
         return Err(Error::Step(format!(

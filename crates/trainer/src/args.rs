@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::config::TrainConfig;
 use crate::distributed::{self, DistOptions};
+use crate::launch;
 use crate::train::{resolve_resume, train, Summary, TrainOptions};
 use crate::Result;
 
@@ -134,7 +135,7 @@ impl Args {
         let timeout = Duration::from_secs(self.dist_timeout.max(1));
         if let Some(n) = self.nproc.filter(|&n| n > 1) {
             // This command again, as n processes; each prints its own report.
-            distributed::launch_local(n, timeout)?;
+            launch::launch_local(n, timeout)?;
             return Ok(None);
         }
         let resume = self

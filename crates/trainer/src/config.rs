@@ -406,7 +406,7 @@ impl TrainConfig {
             },
             other => {
                 return Err(Error::Setting {
-                    key: "--preset".into(),
+                    key: "preset".into(),
                     reason: format!(
                         "unknown preset {other:?}; expected one of {}",
                         Self::PRESETS.join(", ")

@@ -22,7 +22,8 @@
 //! - `args` (feature `cli`, on by default): the command line shared by
 //!   `trainer` and `lmzh train`;
 //! - [`distributed`]: data-parallel training over several processes (c10d:
-//!   Gloo, NCCL), under torchrun or `lmzh train --nproc N`.
+//!   Gloo, NCCL), under torchrun or `lmzh train --nproc N` (`launch`,
+//!   feature `cli`: the local launcher behind `--nproc`).
 
 #[cfg(feature = "cli")]
 pub mod args;
@@ -33,6 +34,8 @@ pub mod ema;
 mod error;
 pub mod evaluate;
 mod hooks;
+#[cfg(feature = "cli")]
+pub mod launch;
 pub mod objective;
 pub mod optim;
 mod plot;
