@@ -337,6 +337,7 @@ mod tests {
 
     #[test]
     fn grey32_is_the_documented_model() {
+        let _rng = crate::torch_rng_lock();
         let cfg = layout("grey32", None).unwrap();
         let unet = UNet::new(&cfg, Device::Cpu).unwrap();
         assert_eq!(unet.num_parameters(), 6_801_409);
@@ -348,6 +349,7 @@ mod tests {
 
     #[test]
     fn the_train_bench_times_the_trainers_own_step() {
+        let _rng = crate::torch_rng_lock();
         let args = tiny("train");
         let cfg = layout(&args.layout, None).unwrap();
         let shape = [2, cfg.in_channels, 8, 8];
@@ -367,6 +369,7 @@ mod tests {
 
     #[test]
     fn a_tiny_train_and_sample_bench_report_throughput() {
+        let _rng = crate::torch_rng_lock();
         for mode in ["train", "sample"] {
             let args = Args {
                 channels_last: true,

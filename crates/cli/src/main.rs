@@ -18,6 +18,15 @@ mod unet;
 
 use clap::{Parser, Subcommand};
 
+/// Held by the tests that draw from libtorch's global generator and compare
+/// what they drew: tests run on parallel threads of one process, and another
+/// test's draw in between would change the sequence.
+#[cfg(test)]
+pub(crate) fn torch_rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// LMZH Step-by-Step Diffusion: train denoising diffusion models on your own
 /// images, then sample, edit, inpaint and denoise with them.
 #[derive(Debug, Parser)]

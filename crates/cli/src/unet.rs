@@ -231,6 +231,7 @@ mod tests {
 
     #[test]
     fn presets_report() {
+        let _rng = crate::torch_rng_lock();
         for preset in ["tiny", "small-grey-28"] {
             let args = InfoArgs {
                 dir: None,
