@@ -3,7 +3,7 @@
 //!
 //! A denoiser is anything that maps a noisy sample x_t, its timesteps and a
 //! conditioning to the model's output (ε, v or x_0, as its scheduler config
-//! says): the U-Net (`impl Denoiser for UNet`), a closure
+//! says): the U-Nets (`UNet`, and `ConditionUNet` for text), a closure
 //! `|x, t, cond| -> Result<Tensor>` (blanket impl), or a wrapper such as
 //! [`Autocast`]. The loop takes `&dyn Denoiser` and never needs to know
 //! which.
@@ -31,7 +31,7 @@
 //! ```
 
 use tch::{Kind, Tensor};
-use unet::UNet;
+use unet::{ConditionUNet, UNet};
 
 use crate::{Error, Result};
 
@@ -63,6 +63,27 @@ impl Denoiser for UNet {
         }
         let input = cond.model_input(x_t)?;
         Ok(UNet::forward(self, &input, t, cond.class_labels.as_ref())?)
+    }
+}
+
+/// The text-conditioned U-Net: `encoder_hidden_states` (and its mask) are
+/// required, class labels and extra channels are used when given.
+impl Denoiser for ConditionUNet {
+    fn forward(&self, x_t: &Tensor, t: &Tensor, cond: &Cond) -> Result<Tensor> {
+        let states = cond.encoder_hidden_states.as_ref().ok_or_else(|| {
+            Error::Unsupported(
+                "a UNet2DConditionModel needs encoder_hidden_states (text embeddings; the \
+                 unconditional branch is the empty prompt's)"
+                    .into(),
+            )
+        })?;
+        let input = cond.model_input(x_t)?;
+        let conditioning = unet::unet_2d_condition::Conditioning {
+            encoder_hidden_states: states,
+            encoder_attention_mask: cond.encoder_attention_mask.as_ref(),
+            class_labels: cond.class_labels.as_ref(),
+        };
+        Ok(ConditionUNet::forward(self, &input, t, conditioning)?)
     }
 }
 

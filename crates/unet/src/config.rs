@@ -166,6 +166,21 @@ pub enum TimeScaleShift {
     ScaleShift,
 }
 
+impl TimeScaleShift {
+    /// The value of `resnet_time_scale_shift`.
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "default" => Ok(TimeScaleShift::Default),
+            "scale_shift" => Ok(TimeScaleShift::ScaleShift),
+            v => Err(Error::unsupported(
+                "resnet_time_scale_shift",
+                v,
+                "supported: \"default\", \"scale_shift\"",
+            )),
+        }
+    }
+}
+
 /// The timestep featurisation (`time_embedding_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeEmbeddingType {
@@ -182,6 +197,33 @@ pub enum ClassEmbedding {
     Timestep,
     /// Class labels are embeddings already.
     Identity,
+}
+
+impl ClassEmbedding {
+    /// The class conditioning of a config's `class_embed_type` and
+    /// `num_class_embeds` (`None`: unconditional), as diffusers reads them:
+    /// `class_embed_type` wins over `num_class_embeds`.
+    pub fn from_keys(
+        class_embed_type: Option<&str>,
+        num_class_embeds: Option<i64>,
+    ) -> Result<Option<Self>> {
+        match (class_embed_type, num_class_embeds) {
+            (None, None) => Ok(None),
+            (None, Some(n)) if n > 0 => Ok(Some(ClassEmbedding::Table(n))),
+            (None, Some(n)) => Err(Error::unsupported(
+                "num_class_embeds",
+                n,
+                "must be positive",
+            )),
+            (Some("timestep"), _) => Ok(Some(ClassEmbedding::Timestep)),
+            (Some("identity"), _) => Ok(Some(ClassEmbedding::Identity)),
+            (Some(v), _) => Err(Error::unsupported(
+                "class_embed_type",
+                v,
+                "supported: null (with num_class_embeds), \"timestep\", \"identity\"",
+            )),
+        }
+    }
 }
 
 /// Strips diffusers' `UNetRes` alias prefix (`UNetResDownBlock2D` is `DownBlock2D`).
@@ -275,15 +317,7 @@ impl UNetConfig {
     }
 
     pub fn time_scale_shift(&self) -> Result<TimeScaleShift> {
-        match self.resnet_time_scale_shift.as_str() {
-            "default" => Ok(TimeScaleShift::Default),
-            "scale_shift" => Ok(TimeScaleShift::ScaleShift),
-            v => Err(Error::unsupported(
-                "resnet_time_scale_shift",
-                v,
-                "supported: \"default\", \"scale_shift\"",
-            )),
-        }
+        TimeScaleShift::from_name(&self.resnet_time_scale_shift)
     }
 
     pub fn time_embedding(&self) -> Result<TimeEmbeddingType> {
@@ -301,22 +335,7 @@ impl UNetConfig {
     /// The class conditioning, `None` for an unconditional model. Follows
     /// diffusers: `class_embed_type` wins over `num_class_embeds`.
     pub fn class_embedding(&self) -> Result<Option<ClassEmbedding>> {
-        match (self.class_embed_type.as_deref(), self.num_class_embeds) {
-            (None, None) => Ok(None),
-            (None, Some(n)) if n > 0 => Ok(Some(ClassEmbedding::Table(n))),
-            (None, Some(n)) => Err(Error::unsupported(
-                "num_class_embeds",
-                n,
-                "must be positive",
-            )),
-            (Some("timestep"), _) => Ok(Some(ClassEmbedding::Timestep)),
-            (Some("identity"), _) => Ok(Some(ClassEmbedding::Identity)),
-            (Some(v), _) => Err(Error::unsupported(
-                "class_embed_type",
-                v,
-                "supported: null (with num_class_embeds), \"timestep\", \"identity\"",
-            )),
-        }
+        ClassEmbedding::from_keys(self.class_embed_type.as_deref(), self.num_class_embeds)
     }
 
     pub fn activation(&self) -> Result<Activation> {

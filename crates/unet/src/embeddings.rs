@@ -5,6 +5,7 @@
 
 use tch::{nn, Kind, Tensor};
 
+use crate::activations::Activation;
 use crate::layers;
 
 /// Kind the featurisation is computed in: f32 as in diffusers, f64 for an
@@ -125,24 +126,38 @@ impl TimeProjection {
     }
 }
 
-/// diffusers' `TimestepEmbedding`: `linear_2(silu(linear_1(x)))`.
+/// diffusers' `TimestepEmbedding`: `linear_2(act(linear_1(x)))`, SiLU by
+/// default.
 #[derive(Debug)]
 pub struct TimestepEmbedding {
     pub linear_1: nn::Linear,
     pub linear_2: nn::Linear,
+    pub act: Activation,
 }
 
 impl TimestepEmbedding {
     pub fn new(vs: nn::Path<'_>, in_channels: i64, time_embed_dim: i64) -> Self {
+        Self::with_activation(vs, in_channels, time_embed_dim, Activation::Silu)
+    }
+
+    /// With the activation `act` (the `act_fn` of a `UNet2DConditionModel`).
+    pub fn with_activation(
+        vs: nn::Path<'_>,
+        in_channels: i64,
+        time_embed_dim: i64,
+        act: Activation,
+    ) -> Self {
         TimestepEmbedding {
             linear_1: layers::linear(&vs / "linear_1", in_channels, time_embed_dim),
             linear_2: layers::linear(&vs / "linear_2", time_embed_dim, time_embed_dim),
+            act,
         }
     }
 
     pub fn forward(&self, xs: &Tensor) -> Tensor {
         use nn::Module;
-        self.linear_2.forward(&self.linear_1.forward(xs).silu())
+        self.linear_2
+            .forward(&self.act.forward(&self.linear_1.forward(xs)))
     }
 
     /// FLOPs for `n` embeddings.

@@ -40,8 +40,8 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// A config file is not valid JSON for a `UNet2DModel` config.
-    #[error("{path}: not a valid UNet2DModel config: {source}")]
+    /// A config file is not valid JSON for the model's config.
+    #[error("{path}: not a valid model config: {source}")]
     Json {
         path: PathBuf,
         #[source]

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 
 use tch::{nn, Device, Tensor};
 
+use crate::condition_config::UNetConditionConfig;
+use crate::unet_2d_condition::{Conditioning, UNet2DConditionModel};
 use crate::{Error, Result, UNet2DModel, UNetConfig};
 
 /// File name of the weights in a diffusers model folder.
@@ -94,15 +96,7 @@ impl UNet {
     pub fn load(dir: impl AsRef<Path>, device: Device) -> Result<Self> {
         let dir = resolve_model_dir(dir)?;
         let config = UNetConfig::from_file(dir.join(CONFIG_NAME))?;
-        let weights = dir.join(WEIGHTS_NAME);
-        if !weights.is_file() && dir.join("diffusion_pytorch_model.bin").is_file() {
-            return Err(Error::NotAModelFolder {
-                path: dir,
-                reason: "only safetensors weights are read, and this folder has the pickle \
-                         diffusion_pytorch_model.bin (re-save it with safe_serialization=True)"
-                    .into(),
-            });
-        }
+        let weights = weights_file(&dir)?;
         let mut unet = tch::no_grad(|| UNet::new(&config, device))?;
         unet.load_weights(&weights)?;
         Ok(unet)
@@ -112,50 +106,7 @@ impl UNet {
     /// dtypes. Every variable must be in the file with its shape, and the
     /// file must hold nothing else.
     pub fn load_weights(&mut self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
-        let file: BTreeMap<String, Tensor> = tensor::safetensors::load(path, Device::Cpu)?
-            .into_iter()
-            .map(|(k, v)| (modern_key(&k), v))
-            .collect();
-        let vars = self.vs.variables();
-        let mut missing = Vec::new();
-        let mut mismatched = Vec::new();
-        for (name, var) in &vars {
-            match file.get(name) {
-                None => missing.push(name.clone()),
-                Some(t) if t.size() != var.size() => mismatched.push(format!(
-                    "{name} (file {:?}, model {:?})",
-                    t.size(),
-                    var.size()
-                )),
-                Some(_) => {}
-            }
-        }
-        let mut unexpected: Vec<String> = file
-            .keys()
-            .filter(|k| !vars.contains_key(*k))
-            .cloned()
-            .collect();
-        if !(missing.is_empty() && unexpected.is_empty() && mismatched.is_empty()) {
-            missing.sort();
-            unexpected.sort();
-            mismatched.sort();
-            return Err(Error::WeightMismatch {
-                path: path.to_path_buf(),
-                missing,
-                unexpected,
-                mismatched,
-            });
-        }
-        tch::no_grad(|| -> Result<()> {
-            for (name, mut var) in vars {
-                let src = &file[&name];
-                var.f_copy_(&src.f_to_kind(var.kind())?.f_to_device(var.device())?)?;
-            }
-            Ok(())
-        })?;
-        tracing::debug!(path = %path.display(), tensors = file.len(), "loaded UNet weights");
-        Ok(())
+        load_var_store(&mut self.vs, path.as_ref())
     }
 
     /// Switches the model to channels-last memory format: every 4-d weight
@@ -191,17 +142,7 @@ impl UNet {
     /// (creating `dir`), each atomically, so that
     /// `UNet2DModel.from_pretrained(dir)` loads the model in diffusers.
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
-        let dir = dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let state = self.state_dict();
-        let detached: Vec<(String, Tensor)> =
-            state.into_iter().map(|(k, v)| (k, v.detach())).collect();
-        let refs: Vec<(&str, &Tensor)> = detached.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let metadata = tensor::safetensors::Metadata::from([("format".into(), "pt".into())]);
-        tensor::safetensors::save(dir.join(WEIGHTS_NAME), &refs, Some(&metadata))?;
-        let config = self.config().to_diffusers_json();
-        tensor::fs::write_bytes_atomic(&dir.join(CONFIG_NAME), config.as_bytes())?;
-        Ok(())
+        save_model_folder(&self.vs, &self.config().to_diffusers_json(), dir.as_ref())
     }
 
     /// Total number of weights (trained or not, as diffusers' `num_parameters`).
@@ -255,6 +196,141 @@ impl UNet {
         train: bool,
     ) -> Result<Tensor> {
         self.model.forward_t(sample, timesteps, class_labels, train)
+    }
+}
+
+/// Copies the tensors of the safetensors file `path` into the variables of
+/// `vs` (legacy attention names renamed), converting dtypes. Every variable
+/// must be in the file with its shape, and the file must hold nothing else:
+/// the error lists every missing, unexpected and wrongly shaped tensor.
+pub fn load_var_store(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
+    let file: BTreeMap<String, Tensor> = tensor::safetensors::load(path, Device::Cpu)?
+        .into_iter()
+        .map(|(k, v)| (modern_key(&k), v))
+        .collect();
+    let vars = vs.variables();
+    let mut missing = Vec::new();
+    let mut mismatched = Vec::new();
+    for (name, var) in &vars {
+        match file.get(name) {
+            None => missing.push(name.clone()),
+            Some(t) if t.size() != var.size() => mismatched.push(format!(
+                "{name} (file {:?}, model {:?})",
+                t.size(),
+                var.size()
+            )),
+            Some(_) => {}
+        }
+    }
+    let mut unexpected: Vec<String> = file
+        .keys()
+        .filter(|k| !vars.contains_key(*k))
+        .cloned()
+        .collect();
+    if !(missing.is_empty() && unexpected.is_empty() && mismatched.is_empty()) {
+        missing.sort();
+        unexpected.sort();
+        mismatched.sort();
+        return Err(Error::WeightMismatch {
+            path: path.to_path_buf(),
+            missing,
+            unexpected,
+            mismatched,
+        });
+    }
+    tch::no_grad(|| -> Result<()> {
+        for (name, mut var) in vars {
+            let src = &file[&name];
+            var.f_copy_(&src.f_to_kind(var.kind())?.f_to_device(var.device())?)?;
+        }
+        Ok(())
+    })?;
+    tracing::debug!(path = %path.display(), tensors = file.len(), "loaded weights");
+    Ok(())
+}
+
+/// Writes the weights of `vs` and the config text `config_json` into the
+/// model folder `dir` (creating it), each file atomically.
+pub fn save_model_folder(vs: &nn::VarStore, config_json: &str, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let detached: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .map(|(k, v)| (k, v.detach()))
+        .collect();
+    let mut refs: Vec<(&str, &Tensor)> = detached.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    refs.sort_by(|a, b| a.0.cmp(b.0));
+    let metadata = tensor::safetensors::Metadata::from([("format".into(), "pt".into())]);
+    tensor::safetensors::save(dir.join(WEIGHTS_NAME), &refs, Some(&metadata))?;
+    tensor::fs::write_bytes_atomic(&dir.join(CONFIG_NAME), config_json.as_bytes())?;
+    Ok(())
+}
+
+/// The weights file of a model folder, with a clear error for the pickle
+/// format.
+fn weights_file(dir: &Path) -> Result<PathBuf> {
+    let weights = dir.join(WEIGHTS_NAME);
+    if !weights.is_file() && dir.join("diffusion_pytorch_model.bin").is_file() {
+        return Err(Error::NotAModelFolder {
+            path: dir.to_path_buf(),
+            reason: "only safetensors weights are read, and this folder has the pickle \
+                     diffusion_pytorch_model.bin (re-save it with safe_serialization=True)"
+                .into(),
+        });
+    }
+    Ok(weights)
+}
+
+/// A `UNet2DConditionModel` and the `VarStore` holding its weights.
+#[derive(Debug)]
+pub struct ConditionUNet {
+    pub vs: nn::VarStore,
+    pub model: UNet2DConditionModel,
+}
+
+impl ConditionUNet {
+    /// A freshly initialised model on `device` (f32).
+    pub fn new(config: &UNetConditionConfig, device: Device) -> Result<Self> {
+        let vs = nn::VarStore::new(device);
+        let model = UNet2DConditionModel::new(vs.root(), config)?;
+        Ok(ConditionUNet { vs, model })
+    }
+
+    /// Loads a diffusers model folder, or the `unet/` of a pipeline folder,
+    /// onto `device` (weights as f32).
+    pub fn load(dir: impl AsRef<Path>, device: Device) -> Result<Self> {
+        let dir = resolve_model_dir(dir)?;
+        let config = UNetConditionConfig::from_file(dir.join(CONFIG_NAME))?;
+        let weights = weights_file(&dir)?;
+        let mut unet = tch::no_grad(|| ConditionUNet::new(&config, device))?;
+        load_var_store(&mut unet.vs, &weights)?;
+        Ok(unet)
+    }
+
+    /// The model's config.
+    pub fn config(&self) -> &UNetConditionConfig {
+        &self.model.config
+    }
+
+    /// Writes a diffusers model folder that
+    /// `UNet2DConditionModel.from_pretrained(dir)` loads.
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
+        save_model_folder(&self.vs, &self.config().to_diffusers_json(), dir.as_ref())
+    }
+
+    /// Total number of weights.
+    pub fn num_parameters(&self) -> i64 {
+        self.vs.variables().values().map(|t| t.numel() as i64).sum()
+    }
+
+    /// See [`UNet2DConditionModel::forward`].
+    pub fn forward(
+        &self,
+        sample: &Tensor,
+        timesteps: &Tensor,
+        cond: Conditioning<'_>,
+    ) -> Result<Tensor> {
+        self.model.forward(sample, timesteps, cond)
     }
 }
 

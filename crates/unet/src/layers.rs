@@ -61,6 +61,32 @@ pub fn linear(vs: nn::Path<'_>, cin: i64, cout: i64) -> nn::Linear {
     )
 }
 
+/// `nn.Linear(cin, cout, bias=False)`.
+pub fn linear_no_bias(vs: nn::Path<'_>, cin: i64, cout: i64) -> nn::Linear {
+    nn::linear(
+        vs,
+        cin,
+        cout,
+        nn::LinearConfig {
+            ws_init: fan_in_uniform(cin),
+            bs_init: None,
+            bias: false,
+        },
+    )
+}
+
+/// `nn.LayerNorm(dim, eps)` with weight and bias.
+pub fn layer_norm(vs: nn::Path<'_>, dim: i64, eps: f64) -> nn::LayerNorm {
+    nn::layer_norm(
+        vs,
+        vec![dim],
+        nn::LayerNormConfig {
+            eps,
+            ..Default::default()
+        },
+    )
+}
+
 /// `nn.GroupNorm(groups, channels, eps, affine=True)`.
 pub fn group_norm(vs: nn::Path<'_>, groups: i64, channels: i64, eps: f64) -> nn::GroupNorm {
     nn::group_norm(

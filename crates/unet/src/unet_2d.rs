@@ -30,6 +30,121 @@ pub enum ClassEmbed {
     Identity,
 }
 
+impl ClassEmbed {
+    /// The class embedding of `kind` under `vs` (`class_embedding`), for
+    /// time features of width `t_in` and a time embedding of width `temb`.
+    pub fn new(vs: nn::Path<'_>, kind: ClassEmbedding, t_in: i64, temb: i64) -> Self {
+        match kind {
+            ClassEmbedding::Table(rows) => {
+                ClassEmbed::Table(nn::embedding(vs, rows, temb, Default::default()))
+            }
+            ClassEmbedding::Timestep => {
+                ClassEmbed::Timestep(TimestepEmbedding::new(vs, t_in, temb))
+            }
+            ClassEmbedding::Identity => ClassEmbed::Identity,
+        }
+    }
+
+    /// The `[n, temb]` embedding of `labels` (checked), in `kind` on
+    /// `device`; `time_proj` featurises labels for [`ClassEmbed::Timestep`].
+    pub fn forward(
+        &self,
+        labels: &Tensor,
+        time_proj: &TimeProjection,
+        n: i64,
+        temb: i64,
+        kind: Kind,
+        device: Device,
+    ) -> Result<Tensor> {
+        let labels = labels.to_device(device);
+        let out = match self {
+            ClassEmbed::Table(table) => {
+                if labels.is_floating_point() || labels.kind() == Kind::Bool {
+                    return Err(Error::Input(format!(
+                        "class_labels have kind {:?}: expected integer labels",
+                        labels.kind()
+                    )));
+                }
+                let rows = table.ws.size()[0];
+                if labels.numel() > 0 {
+                    let (lo, hi) = (labels.min().int64_value(&[]), labels.max().int64_value(&[]));
+                    if lo < 0 || hi >= rows {
+                        return Err(Error::Input(format!(
+                            "class_labels range over [{lo}, {hi}]: expected 0..{rows}"
+                        )));
+                    }
+                }
+                table.forward(&labels.to_kind(Kind::Int64))
+            }
+            ClassEmbed::Timestep(mlp) => {
+                if labels.dim() != 1 {
+                    return Err(Error::Input(format!(
+                        "class_labels have shape {:?}: expected [{n}]",
+                        labels.size()
+                    )));
+                }
+                mlp.forward(&time_proj.forward(&labels, kind))
+            }
+            ClassEmbed::Identity => labels.to_kind(kind),
+        };
+        let size = out.size();
+        let fits = size.len() <= 2
+            && size.last() == Some(&temb)
+            && (size.len() < 2 || size[0] == n || size[0] == 1);
+        if !fits {
+            return Err(Error::Input(format!(
+                "class_labels give a class embedding of shape {size:?}: expected [{n}, {temb}]"
+            )));
+        }
+        Ok(out)
+    }
+}
+
+/// `emb` (`[n, temb]`) plus the class embedding of `labels`; errors when
+/// labels are missing for a class-conditional model or given to another.
+pub fn add_class_embedding(
+    emb: Tensor,
+    class_embedding: Option<&ClassEmbed>,
+    labels: Option<&Tensor>,
+    time_proj: &TimeProjection,
+    kind: Kind,
+) -> Result<Tensor> {
+    let (n, temb) = (emb.size()[0], emb.size()[1]);
+    match (class_embedding, labels) {
+        (Some(c), Some(labels)) => {
+            let device = emb.device();
+            Ok(emb + c.forward(labels, time_proj, n, temb, kind, device)?)
+        }
+        (Some(_), None) => Err(Error::Input(
+            "class_labels are required: the model is class-conditional".into(),
+        )),
+        (None, Some(_)) => Err(Error::Input(
+            "class_labels given but the model has no class embedding".into(),
+        )),
+        (None, None) => Ok(emb),
+    }
+}
+
+/// `timesteps` (`[n]`, `[1]` or a scalar; integer or float) as a `[n]`
+/// tensor on `device`.
+pub fn broadcast_timesteps(timesteps: &Tensor, n: i64, device: Device) -> Result<Tensor> {
+    let numel = timesteps.numel() as i64;
+    if timesteps.dim() > 1 || (numel != 1 && numel != n) {
+        return Err(Error::Input(format!(
+            "timesteps have shape {:?}: expected [{n}], [1] or a scalar",
+            timesteps.size()
+        )));
+    }
+    if timesteps.kind() == Kind::Bool || timesteps.is_complex() {
+        return Err(Error::Input(format!(
+            "timesteps have kind {:?}: expected an integer or float tensor",
+            timesteps.kind()
+        )));
+    }
+    let t = timesteps.to_device(device).reshape([-1]);
+    Ok(if numel == n { t } else { t.expand([n], false) })
+}
+
 /// The U-Net. Build it on a `VarStore` path (usually the root, so that
 /// variable names are the state-dict keys) with [`UNet2DModel::new`].
 #[derive(Debug)]
@@ -83,18 +198,9 @@ impl UNet2DModel {
             ),
         };
         let time_embedding = TimestepEmbedding::new(&vs / "time_embedding", t_in, temb);
-        let class_embedding = cfg.class_embedding()?.map(|c| match c {
-            ClassEmbedding::Table(rows) => ClassEmbed::Table(nn::embedding(
-                &vs / "class_embedding",
-                rows,
-                temb,
-                Default::default(),
-            )),
-            ClassEmbedding::Timestep => {
-                ClassEmbed::Timestep(TimestepEmbedding::new(&vs / "class_embedding", t_in, temb))
-            }
-            ClassEmbedding::Identity => ClassEmbed::Identity,
-        });
+        let class_embedding = cfg
+            .class_embedding()?
+            .map(|c| ClassEmbed::new(&vs / "class_embedding", c, t_in, temb));
 
         let block = |cin: i64, cout: i64, prev: i64, last: bool, resnet_resample: bool| {
             let (heads, dim_head) = cfg.attention_heads(cout);
@@ -240,7 +346,7 @@ impl UNet2DModel {
         let n = size[0];
         cfg.check_sample_hw(size[2], size[3])
             .map_err(Error::Input)?;
-        let timesteps = self.broadcast_timesteps(timesteps, n)?;
+        let timesteps = broadcast_timesteps(timesteps, n, device)?;
 
         let sample = sample.to_device(device).to_kind(kind);
         let sample = if self.channels_last {
@@ -256,20 +362,13 @@ impl UNet2DModel {
 
         let t_emb = self.time_proj.forward(&timesteps, kind);
         let emb = self.time_embedding.forward(&t_emb);
-        let emb = match (&self.class_embedding, class_labels) {
-            (Some(c), Some(labels)) => emb + self.class_emb(c, labels, n)?,
-            (Some(_), None) => {
-                return Err(Error::Input(
-                    "class_labels are required: the model is class-conditional".into(),
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(Error::Input(
-                    "class_labels given but the model has no class embedding".into(),
-                ))
-            }
-            (None, None) => emb,
-        };
+        let emb = add_class_embedding(
+            emb,
+            self.class_embedding.as_ref(),
+            class_labels,
+            &self.time_proj,
+            kind,
+        )?;
 
         let mut h = self.conv_in.forward(&sample);
         let mut skips = vec![h.shallow_clone()];
@@ -290,71 +389,6 @@ impl UNet2DModel {
             TimeProjection::Fourier(_) => out / timesteps.to_kind(kind).reshape([n, 1, 1, 1]),
             TimeProjection::Positional(_) => out,
         })
-    }
-
-    /// `timesteps` as a `[n]` tensor on the model's device.
-    fn broadcast_timesteps(&self, timesteps: &Tensor, n: i64) -> Result<Tensor> {
-        let numel = timesteps.numel() as i64;
-        if timesteps.dim() > 1 || (numel != 1 && numel != n) {
-            return Err(Error::Input(format!(
-                "timesteps have shape {:?}: expected [{n}], [1] or a scalar",
-                timesteps.size()
-            )));
-        }
-        if timesteps.kind() == Kind::Bool || timesteps.is_complex() {
-            return Err(Error::Input(format!(
-                "timesteps have kind {:?}: expected an integer or float tensor",
-                timesteps.kind()
-            )));
-        }
-        let t = timesteps.to_device(self.device()).reshape([-1]);
-        Ok(if numel == n { t } else { t.expand([n], false) })
-    }
-
-    fn class_emb(&self, c: &ClassEmbed, labels: &Tensor, n: i64) -> Result<Tensor> {
-        let labels = labels.to_device(self.device());
-        let kind = self.kind();
-        let out = match c {
-            ClassEmbed::Table(table) => {
-                if labels.is_floating_point() || labels.kind() == Kind::Bool {
-                    return Err(Error::Input(format!(
-                        "class_labels have kind {:?}: expected integer labels",
-                        labels.kind()
-                    )));
-                }
-                let rows = table.ws.size()[0];
-                if labels.numel() > 0 {
-                    let (lo, hi) = (labels.min().int64_value(&[]), labels.max().int64_value(&[]));
-                    if lo < 0 || hi >= rows {
-                        return Err(Error::Input(format!(
-                            "class_labels range over [{lo}, {hi}]: expected 0..{rows}"
-                        )));
-                    }
-                }
-                table.forward(&labels.to_kind(Kind::Int64))
-            }
-            ClassEmbed::Timestep(mlp) => {
-                if labels.dim() != 1 {
-                    return Err(Error::Input(format!(
-                        "class_labels have shape {:?}: expected [{n}]",
-                        labels.size()
-                    )));
-                }
-                mlp.forward(&self.time_proj.forward(&labels, kind))
-            }
-            ClassEmbed::Identity => labels.to_kind(kind),
-        };
-        let expected = [n, self.config.time_embed_dim()];
-        let size = out.size();
-        let fits = size.len() <= 2
-            && size.last() == Some(&expected[1])
-            && (size.len() < 2 || size[0] == n || size[0] == 1);
-        if !fits {
-            return Err(Error::Input(format!(
-                "class_labels give a class embedding of shape {size:?}: expected {expected:?}"
-            )));
-        }
-        Ok(out)
     }
 
     /// Forward FLOPs per block for one `h x w` sample, in forward order:

@@ -44,7 +44,7 @@ pub struct BlockConfig {
 }
 
 impl BlockConfig {
-    fn resnet(&self, cin: i64, cout: i64, resample: Resample) -> ResnetBlock2DConfig {
+    pub(crate) fn resnet(&self, cin: i64, cout: i64, resample: Resample) -> ResnetBlock2DConfig {
         ResnetBlock2DConfig {
             in_channels: cin,
             out_channels: cout,
@@ -151,7 +151,7 @@ impl Upsampler {
 }
 
 /// ResNet blocks of a down block: the first maps `in -> out` channels.
-fn down_resnets(vs: &nn::Path<'_>, cfg: &BlockConfig) -> Vec<ResnetBlock2D> {
+pub(crate) fn down_resnets(vs: &nn::Path<'_>, cfg: &BlockConfig) -> Vec<ResnetBlock2D> {
     (0..cfg.num_layers)
         .map(|i| {
             let cin = if i == 0 {
@@ -170,7 +170,7 @@ fn down_resnets(vs: &nn::Path<'_>, cfg: &BlockConfig) -> Vec<ResnetBlock2D> {
 /// ResNet blocks of an up block: block `i` takes the running state
 /// (`prev_output` channels for the first, `out` after) concatenated with a
 /// skip (`in` channels for the last, `out` before).
-fn up_resnets(vs: &nn::Path<'_>, cfg: &BlockConfig) -> Vec<ResnetBlock2D> {
+pub(crate) fn up_resnets(vs: &nn::Path<'_>, cfg: &BlockConfig) -> Vec<ResnetBlock2D> {
     (0..cfg.num_layers)
         .map(|i| {
             let skip = if i == cfg.num_layers - 1 {
@@ -192,7 +192,7 @@ fn up_resnets(vs: &nn::Path<'_>, cfg: &BlockConfig) -> Vec<ResnetBlock2D> {
 }
 
 /// Pops the latest skip state and concatenates it to `xs` on channels.
-fn cat_skip(xs: &Tensor, skips: &mut Vec<Tensor>) -> Tensor {
+pub(crate) fn cat_skip(xs: &Tensor, skips: &mut Vec<Tensor>) -> Tensor {
     let skip = skips
         .pop()
         .expect("skip stack holds one state per up-block ResNet");
@@ -400,12 +400,25 @@ impl UpBlock2D {
         temb: &Tensor,
         train: bool,
     ) -> Tensor {
+        self.forward_sized(xs, skips, temb, train, None)
+    }
+
+    /// [`UpBlock2D::forward_t`] upsampling to `size` (see
+    /// [`Upsample2D::forward_to`]).
+    pub fn forward_sized(
+        &self,
+        xs: &Tensor,
+        skips: &mut Vec<Tensor>,
+        temb: &Tensor,
+        train: bool,
+        size: Option<[i64; 2]>,
+    ) -> Tensor {
         let mut h = xs.shallow_clone();
         for r in &self.resnets {
             h = r.forward_t(&cat_skip(&h, skips), temb, train);
         }
         match &self.upsamplers {
-            Some(u) => u.forward(&h),
+            Some(u) => u.forward_to(&h, size),
             None => h,
         }
     }

@@ -29,6 +29,18 @@ impl Upsample2D {
         self.conv.forward(&upsample_nearest_2x(xs))
     }
 
+    /// Nearest-neighbour to `size` (`[H, W]`; doubling when `None`), then
+    /// the conv: diffusers' `upsample_size`, used when the input of the
+    /// U-Net is not a multiple of its downsampling factor.
+    pub fn forward_to(&self, xs: &Tensor, size: Option<[i64; 2]>) -> Tensor {
+        match size {
+            None => self.forward(xs),
+            Some(size) => self
+                .conv
+                .forward(&xs.upsample_nearest2d(size, None::<f64>, None::<f64>)),
+        }
+    }
+
     /// FLOPs for an `h x w` input (the conv runs at `2h x 2w`), per sample.
     pub fn flops(&self, h: i64, w: i64) -> u64 {
         layers::conv_flops(&self.conv, 2 * h, 2 * w)
