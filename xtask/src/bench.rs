@@ -1,4 +1,4 @@
-//! `cargo xtask bench [speed|scaling|sample|data]`: the benchmarks, in
+//! `cargo xtask bench [speed|scaling|sample|text|data]`: the benchmarks, in
 //! release mode.
 //!
 //! - `speed` (the default): training and sampling against diffusers, fp32
@@ -7,6 +7,8 @@
 //!   16/64/256.
 //! - `sample`: our 20-step DPM-Solver++ sampler against diffusers' (see
 //!   `bench_sample.rs`).
+//! - `text`: the text-to-image denoising loop (Stable Diffusion 1.5's
+//!   U-Net) against diffusers (see `bench_text.rs`).
 //! - `data`: loader throughput (decode + augment + batch) on the bundled IDX
 //!   digits and on a folder of 32x32 PNGs, then the loader against the
 //!   default training preset's consumption, in one run.
@@ -32,9 +34,14 @@ pub fn run(args: &[String]) -> Result<()> {
     if which == "sample" {
         return crate::bench_sample::run(&sample_options(&args[1..])?);
     }
+    if which == "text" {
+        return crate::bench_text::run(&crate::bench_text::parse(&args[1..])?);
+    }
     let benches: &[(&str, &str)] = match which {
         "data" => &[("data-pipeline", "loader"), ("trainer", "data_vs_train")],
-        other => bail!("unknown benchmark {other:?}; available: speed, scaling, sample, data"),
+        other => {
+            bail!("unknown benchmark {other:?}; available: speed, scaling, sample, text, data")
+        }
     };
     for (package, bench) in benches {
         let status = Command::new(env!("CARGO"))

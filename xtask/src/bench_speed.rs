@@ -334,7 +334,7 @@ fn print_scaling(rows: &[Value]) -> Result<()> {
     Ok(())
 }
 
-fn build(root: &Path) -> Result<PathBuf> {
+pub(crate) fn build(root: &Path) -> Result<PathBuf> {
     let status = Command::new(env!("CARGO"))
         .current_dir(root)
         .args([
@@ -353,7 +353,7 @@ fn build(root: &Path) -> Result<PathBuf> {
     Ok(root.join("target/release/lmzh"))
 }
 
-fn run_ours(bin: &Path, args: &[String]) -> Result<Value> {
+pub(crate) fn run_ours(bin: &Path, args: &[String]) -> Result<Value> {
     let out = Command::new(bin)
         .arg("bench")
         .args(args)
@@ -371,14 +371,19 @@ fn run_ours(bin: &Path, args: &[String]) -> Result<Value> {
 }
 
 fn run_peer(args: &[String]) -> Result<Value> {
-    let mut full = vec!["scripts/bench_peer.py".to_string()];
+    run_script("scripts/bench_peer.py", args)
+}
+
+/// Runs a peer script through the oracle's Python and reads its JSON line.
+pub(crate) fn run_script(script: &str, args: &[String]) -> Result<Value> {
+    let mut full = vec![script.to_string()];
     full.extend(args.iter().cloned());
     let out = crate::py::command(&full)?
         .output()
         .context("running python")?;
     if !out.status.success() {
         bail!(
-            "bench_peer.py {} failed: {}",
+            "{script} {} failed: {}",
             args.join(" "),
             String::from_utf8_lossy(&out.stderr)
         );
@@ -395,7 +400,7 @@ fn last_json(stdout: &str) -> Result<Value> {
     serde_json::from_str(line).with_context(|| format!("parsing {line:?}"))
 }
 
-fn num(v: &Value, key: &str) -> Result<f64> {
+pub(crate) fn num(v: &Value, key: &str) -> Result<f64> {
     v[key]
         .as_f64()
         .with_context(|| format!("no number {key:?} in {v}"))

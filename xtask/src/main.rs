@@ -13,6 +13,7 @@
 mod bench;
 mod bench_sample;
 mod bench_speed;
+mod bench_text;
 mod ci;
 mod data;
 mod doctor;

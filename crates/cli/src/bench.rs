@@ -7,6 +7,11 @@
 //!   the layout's shape.
 //! - `lmzh bench sample`: one DPM-Solver++(2M) sampling run of `--steps`
 //!   model evaluations (`sampler::sample`), with the sampler's forward.
+//! - `lmzh bench text`: the denoising loop of a text-to-image pipeline
+//!   (`--layout sd15`: Stable Diffusion 1.5's U-Net, random weights) at
+//!   `--size` pixels (latents of size / 8): `--steps` DDIM steps with
+//!   classifier-free guidance 7.5 on 77-token prompt embeddings, as
+//!   diffusers' `StableDiffusionPipeline` runs them.
 //! - `lmzh bench matmul`: the GEMM rate of libtorch on this device, the
 //!   ceiling the others are read against.
 //!
@@ -24,13 +29,13 @@ use schedule::SchedulerConfig;
 use tensor::tch::{self, Device, Kind, Tensor};
 use tensor::Precision;
 use trainer::{MicroBatch, TrainConfig, Trainer};
-use unet::{UNet, UNetConfig};
+use unet::{UNet, UNetConditionConfig, UNetConfig};
 
 /// Flags of `lmzh bench`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// train, sample or matmul.
-    #[arg(value_parser = ["train", "sample", "matmul"])]
+    /// train, sample, text or matmul.
+    #[arg(value_parser = ["train", "sample", "text", "matmul"])]
     pub mode: String,
 
     /// The model: a U-Net preset (`lmzh unet info --preset`), or `grey32`:
@@ -117,6 +122,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     }
     let report = match args.mode.as_str() {
         "matmul" => matmul(device, args.precision)?,
+        "text" => text_bench(args, device)?,
         mode => model_bench(args, mode, device)?,
     };
     println!("{report}");
@@ -263,6 +269,100 @@ fn sample(unet: &UNet, args: &Args, shape: [i64; 4], device: Device) -> Result<f
     Ok(start.elapsed().as_secs_f64())
 }
 
+/// The text-conditioned U-Net of `name`: `sd15` (Stable Diffusion 1.5's,
+/// 860 M parameters) or `sd-tiny` (a 0.2 M-parameter one of the same
+/// layout, for tests).
+pub fn text_layout(name: &str) -> Result<UNetConditionConfig> {
+    use unet::condition_config::PerBlock;
+    match name {
+        "sd15" => Ok(UNetConditionConfig::stable_diffusion_v1()),
+        "sd-tiny" => Ok(UNetConditionConfig {
+            block_out_channels: vec![16, 32],
+            down_block_types: vec!["CrossAttnDownBlock2D".into(), "DownBlock2D".into()],
+            up_block_types: vec!["UpBlock2D".into(), "CrossAttnUpBlock2D".into()],
+            layers_per_block: PerBlock::One(1),
+            cross_attention_dim: PerBlock::One(16),
+            attention_head_dim: PerBlock::One(2),
+            norm_num_groups: 8,
+            ..UNetConditionConfig::stable_diffusion_v1()
+        }),
+        other => bail!("--layout {other:?}: the text bench takes sd15 or sd-tiny"),
+    }
+}
+
+/// `lmzh bench text`: seconds per image of the guided denoising loop.
+fn text_bench(args: &Args, device: Device) -> Result<serde_json::Value> {
+    let layout = if args.layout == "grey32" {
+        "sd15"
+    } else {
+        args.layout.as_str()
+    };
+    let cfg = text_layout(layout)?;
+    let size = args.size.unwrap_or(256);
+    if size % 8 != 0 {
+        bail!("--size {size}: expected a multiple of 8 (the VAE's factor)");
+    }
+    tensor::seed::seed_everything(0);
+    let build = Instant::now();
+    let unet = tch::no_grad(|| unet::ConditionUNet::new(&cfg, device))?;
+    let build_seconds = build.elapsed().as_secs_f64();
+    let latents = Tensor::randn([args.batch, 4, size / 8, size / 8], (Kind::Float, device));
+    let width = cfg.encoder_width();
+    let prompt = Tensor::randn([args.batch, 77, width], (Kind::Float, device));
+    let negative = Tensor::randn([1, 77, width], (Kind::Float, device));
+    let conditioning = sampler::Conditioning::guided(
+        sampler::Cond::text(prompt, None),
+        7.5,
+        sampler::Cond::text(negative, None),
+    );
+    let model = sampler::Autocast::new(&unet, args.precision);
+    let scheduler = SchedulerConfig::from_json_str(
+        r#"{"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+            "steps_offset": 1, "clip_sample": false, "set_alpha_to_one": false}"#,
+    )?;
+    let run = |steps: usize| -> Result<()> {
+        let mut solver = sampler::by_name(
+            "ddim",
+            &scheduler,
+            steps,
+            &sampler::SolverOptions::default(),
+        )?;
+        let out = sampler::sample(
+            &model,
+            solver.as_mut(),
+            &latents,
+            &conditioning,
+            &mut sampler::TorchRng,
+            &mut |_| {},
+        )?;
+        let _ = out.to_device(Device::Cpu);
+        Ok(())
+    };
+    if args.warmup > 0 {
+        run(1)?;
+    }
+    let start = Instant::now();
+    run(args.steps)?;
+    sync(device);
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(serde_json::json!({
+        "mode": "text",
+        "layout": layout,
+        "size": size,
+        "batch": args.batch,
+        "steps": args.steps,
+        "guidance_scale": 7.5,
+        "precision": args.precision.to_string(),
+        "device": format!("{device:?}"),
+        "threads": tch::get_num_threads(),
+        "parameters": unet.num_parameters(),
+        "build_seconds": build_seconds,
+        "seconds": seconds,
+        "seconds_per_image": seconds / args.batch as f64,
+        "peak_rss_mb": peak_rss_mb(),
+    }))
+}
+
 /// GEMM rate of square `n x n` products in `precision`'s compute type.
 fn matmul(device: Device, precision: Precision) -> Result<serde_json::Value> {
     let kind = precision.autocast_kind().unwrap_or(Kind::Float);
@@ -365,6 +465,31 @@ mod tests {
         assert_eq!(benched.params_digest(), direct.params_digest());
         let ema = |t: &Trainer| trainer::distributed::digest(t.ema().shadow());
         assert_eq!(ema(&benched), ema(&direct));
+    }
+
+    #[test]
+    fn the_text_bench_times_a_guided_loop() {
+        let _rng = crate::torch_rng_lock();
+        let args = Args {
+            layout: "sd-tiny".into(),
+            size: Some(64),
+            batch: 1,
+            steps: 2,
+            ..tiny("text")
+        };
+        let v = text_bench(&args, Device::Cpu).unwrap();
+        assert_eq!(v["mode"], "text");
+        assert!(v["seconds_per_image"].as_f64().unwrap() > 0.0, "{v}");
+        assert!(v["parameters"].as_i64().unwrap() > 100_000, "{v}");
+        let bad = Args {
+            size: Some(60),
+            ..args
+        };
+        assert!(text_bench(&bad, Device::Cpu)
+            .unwrap_err()
+            .to_string()
+            .contains("--size 60"));
+        assert_eq!(text_layout("sd15").unwrap().encoder_width(), 768);
     }
 
     #[test]
