@@ -40,7 +40,7 @@ pub fn parse(args: &[String]) -> Result<Options> {
             other => bail!("unknown flag {other:?}; usage: {USAGE}"),
         }
     }
-    if o.size == 0 || o.size % 8 != 0 || o.steps == 0 {
+    if o.size == 0 || !o.size.is_multiple_of(8) || o.steps == 0 {
         bail!("--size must be a positive multiple of 8 and --steps at least 1");
     }
     Ok(o)
