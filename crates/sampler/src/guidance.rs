@@ -28,6 +28,12 @@ pub struct Guidance {
     pub uncond: Cond,
     /// Whether both branches run in one forward pass of twice the batch.
     pub batching: Batching,
+    /// diffusers' `guidance_rescale` phi (Lin et al. 2023, "Common Diffusion
+    /// Noise Schedules and Sample Steps are Flawed", section 3.4): the
+    /// guided output is rescaled to the per-sample standard deviation of
+    /// the conditional one, then mixed with the plain guided output, phi
+    /// rescaled + (1 - phi) guided. 0 (the default) is plain guidance.
+    pub rescale: f64,
 }
 
 impl Guidance {
@@ -38,6 +44,7 @@ impl Guidance {
             scale,
             uncond,
             batching: Batching::Auto,
+            rescale: 0.0,
         }
     }
 }
@@ -155,6 +162,7 @@ impl Conditioning {
                 scale: g.scale,
                 uncond: g.uncond.narrow(start, len)?,
                 batching: g.batching,
+                rescale: g.rescale,
             }),
             None => None,
         };
@@ -175,6 +183,7 @@ pub(crate) struct Guided {
     uncond: Option<Cond>,
     both: Option<Cond>,
     scale: f64,
+    rescale: f64,
     size: Vec<i64>,
     /// Batch size and channels of the samples.
     pub n: i64,
@@ -195,6 +204,7 @@ impl Guided {
             )));
         }
         let cond = conditioning.cond.for_batch(size)?;
+        let rescale = conditioning.guidance.as_ref().map_or(0.0, |g| g.rescale);
         let (uncond, both, scale) = match &conditioning.guidance {
             Some(g) if g.scale != 1.0 => {
                 let uncond = g.uncond.for_batch(size)?;
@@ -213,6 +223,7 @@ impl Guided {
             uncond,
             both,
             scale,
+            rescale,
             size: size.to_vec(),
             n: size[0],
             c: size[1],
@@ -230,7 +241,7 @@ impl Guided {
                 both,
             )?;
             check_output(&out, 2 * n, c, &self.size)?;
-            return guide(&out, n, c, self.scale);
+            return guide_rescaled(&out, n, c, self.scale, self.rescale);
         }
         let out = model.forward(input, t, &self.cond)?;
         check_output(&out, n, c, &self.size)?;
@@ -239,7 +250,13 @@ impl Guided {
         };
         let out_u = model.forward(input, t, uncond)?;
         check_output(&out_u, n, c, &self.size)?;
-        guide(&Tensor::f_cat(&[out_u, out], 0)?, n, c, self.scale)
+        guide_rescaled(
+            &Tensor::f_cat(&[out_u, out], 0)?,
+            n,
+            c,
+            self.scale,
+            self.rescale,
+        )
     }
 
     /// [`Guided::eval`] without the variance channels.
@@ -289,6 +306,29 @@ pub fn guide(out: &Tensor, n: i64, c: i64, scale: f64) -> Result<Tensor> {
         Tensor::cat(&[guided, cond.f_narrow(1, c, channels - c)?], 1)
     } else {
         guided
+    })
+}
+
+/// [`guide`], then diffusers' `rescale_noise_cfg` with `phi` (see
+/// [`Guidance::rescale`]) on the first `c` channels: the guided output
+/// times std(cond) / std(guided), per sample (unbiased std over all but the
+/// batch dimension), mixed phi : 1 - phi with the guided output.
+pub fn guide_rescaled(out: &Tensor, n: i64, c: i64, scale: f64, phi: f64) -> Result<Tensor> {
+    let guided = guide(out, n, c, scale)?;
+    if phi == 0.0 {
+        return Ok(guided);
+    }
+    let dims: Vec<i64> = (1..out.dim() as i64).collect();
+    let std = |t: &Tensor| t.f_std_dim(dims.as_slice(), true, true);
+    let eps = guided.f_narrow(1, 0, c)?;
+    let cond = out.f_narrow(0, n, n)?.f_narrow(1, 0, c)?;
+    let rescaled = &eps * (std(&cond)? / std(&eps)?);
+    let mixed = rescaled * phi + &eps * (1.0 - phi);
+    let channels = guided.size()[1];
+    Ok(if channels > c {
+        Tensor::f_cat(&[mixed, guided.f_narrow(1, c, channels - c)?], 1)?
+    } else {
+        mixed
     })
 }
 
@@ -373,6 +413,30 @@ mod tests {
             .eval(&text_model(&log), &x, &t)
             .unwrap();
         assert_eq!(log.into_inner(), [20, 20]);
+    }
+
+    #[test]
+    fn rescaled_guidance_matches_the_formula() {
+        tensor::seed::seed_everything(5);
+        let out = Tensor::randn([4, 2, 3, 3], (Kind::Double, Device::Cpu));
+        let plain = guide(&out, 2, 2, 7.5).unwrap();
+        assert!(guide_rescaled(&out, 2, 2, 7.5, 0.0).unwrap().equal(&plain));
+        let got = guide_rescaled(&out, 2, 2, 7.5, 0.7).unwrap();
+        for k in 0..2 {
+            let cond = out.get(2 + k);
+            let g = plain.get(k);
+            let ratio = cond.std(true).double_value(&[]) / g.std(true).double_value(&[]);
+            let expected = &g * (0.7 * ratio) + &g * 0.3;
+            let diff = (got.get(k) - expected).abs().max().double_value(&[]);
+            assert!(diff < 1e-12, "sample {k}: {diff}");
+        }
+        // With phi = 1 the output has the conditional branch's spread.
+        let full = guide_rescaled(&out, 2, 2, 7.5, 1.0).unwrap();
+        let (a, b) = (
+            full.get(0).std(true).double_value(&[]),
+            out.get(2).std(true).double_value(&[]),
+        );
+        assert!((a - b).abs() < 1e-12);
     }
 
     #[test]

@@ -84,7 +84,7 @@ pub use denoiser::{Autocast, Cond, Denoiser};
 pub use edit::edit;
 pub use error::{Error, Result};
 pub use factory::{by_name, SolverOptions, SOLVER_NAMES};
-pub use guidance::{guide, Batching, Conditioning, Guidance};
+pub use guidance::{guide, guide_rescaled, Batching, Conditioning, Guidance};
 pub use input::InputSpec;
 pub use inversion::{ddim_invert, interpolate, inversion_ddim, slerp, InterpolateOptions};
 pub use noise::{NoiseSource, ReplayNoise, TorchRng};
