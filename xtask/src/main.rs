@@ -16,6 +16,7 @@ mod bench_speed;
 mod ci;
 mod data;
 mod doctor;
+mod features;
 mod py;
 mod setup;
 mod tidy;
