@@ -134,7 +134,31 @@ pub fn parse_tree(text: &str) -> Resolved {
             .or_default()
             .insert(features);
     }
+    mark_shared(&mut resolved);
     resolved
+}
+
+/// What a host unit shares: without `--target`, Cargo builds a package
+/// that is both a host and a target dependency with the same features once,
+/// with the target's profile; otherwise the host copy gets the
+/// `build-override` profile and a hash of its own. So whether the host unit
+/// is shared is part of what it is: it is marked in its feature set.
+fn mark_shared(resolved: &mut Resolved) {
+    let targets: BTreeMap<String, BTreeSet<String>> = resolved
+        .iter()
+        .filter(|(u, _)| !u.host)
+        .map(|(u, f)| (u.package.clone(), f.clone()))
+        .collect();
+    for (unit, sets) in resolved.iter_mut().filter(|(u, _)| u.host) {
+        let shared = targets.get(&unit.package);
+        *sets = std::mem::take(sets)
+            .into_iter()
+            .map(|f| match shared {
+                Some(t) if t.contains(&f) => format!("{f}; one build with the target's"),
+                _ => f,
+            })
+            .collect();
+    }
 }
 
 /// One line per unit of `closure` that does not resolve to one and the
@@ -154,7 +178,7 @@ pub fn differences(closure: &BTreeSet<Unit>, selections: &[(String, Resolved)]) 
             continue;
         }
         let side = if unit.host { "host" } else { "target" };
-        let mut text = format!("{} ({side}) builds with different features:", unit.package);
+        let mut text = format!("{} ({side}) builds differently:", unit.package);
         for (sets, names) in &by_features {
             let sets: Vec<String> = sets.iter().map(|s| format!("[{s}]")).collect();
             text.push_str(&format!(
@@ -164,8 +188,9 @@ pub fn differences(closure: &BTreeSet<Unit>, selections: &[(String, Resolved)]) 
             ));
         }
         text.push_str(
-            "\n    each one compiles tch, torch-sys and tensor anew; fix: turn on the union \
-             in crates/workspace-hack/Cargo.toml",
+            "\n    each one compiles tch, torch-sys and tensor anew; fix: in \
+             crates/workspace-hack/Cargo.toml, turn on the union of the features (for a host \
+             build of its own, depend on the package there with the host's features)",
         );
         problems.push(text);
     }
@@ -216,10 +241,11 @@ app v0.1.0 (/w/app)|cli,default
             features("libc v0.2.191", false),
             Some(vec!["default,std".into()])
         );
-        // through cc, below the build-dependencies heading
+        // through cc, below the build-dependencies heading; the same
+        // features as the target's libc, so one build serves both
         assert_eq!(
             features("libc v0.2.191", true),
-            Some(vec!["default,std".into()])
+            Some(vec!["default,std; one build with the target's".into()])
         );
         assert_eq!(features("zip v0.6.6", true), Some(vec!["deflate".into()]));
         assert_eq!(features("zip v0.6.6", false), None);
@@ -256,7 +282,10 @@ app v0.1.0 (/w/app)|cli,default
         );
         assert_eq!(problems.len(), 1, "{problems:?}");
         let p = &problems[0];
-        assert!(p.starts_with("serde_core v1.0.229 (target)"), "{p}");
+        assert!(
+            p.starts_with("serde_core v1.0.229 (target) builds differently"),
+            "{p}"
+        );
         assert!(p.contains("[alloc,result,std] in build -p b"), "{p}");
         assert!(p.contains("[result,std] in build -p a"), "{p}");
         assert!(p.contains("crates/workspace-hack/Cargo.toml"), "{p}");
