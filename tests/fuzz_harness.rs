@@ -399,7 +399,11 @@ fn default_seed(name: &str) -> u64 {
 /// in hex.
 pub fn fuzz(name: &'static str, seeds: &[Vec<u8>], mut target: impl FnMut(&[u8]) -> bool) {
     if let Ok(input) = std::env::var("LMZH_FUZZ_INPUT") {
-        let input = std::fs::read(&input).unwrap_or_else(|_| unhex(&input));
+        let input = match std::fs::read(&input) {
+            Ok(bytes) => bytes,
+            Err(_) if input.bytes().all(|b| b.is_ascii_hexdigit()) => unhex(&input),
+            Err(e) => panic!("LMZH_FUZZ_INPUT={input}: {e} (give an absolute path or hex)"),
+        };
         let accepted = target(&input);
         println!(
             "fuzz {name}: replayed {} bytes, accepted: {accepted}",
