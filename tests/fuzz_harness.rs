@@ -2,9 +2,9 @@
 //! `#[path]`): hostile bytes, random and mutated from valid files, into every
 //! parser a user's file reaches. Stable Rust, no fuzzing engine.
 //!
-//! - `LMZH_FUZZ_CASES` inputs per loader (default 2,000; `cargo xtask fuzz
-//!   --full` runs 1,000,000), from the seed `LMZH_FUZZ_SEED` (default: one
-//!   per loader, so runs repeat exactly);
+//! - `LMZH_FUZZ_CASES` inputs per loader (default 3,000, what `cargo test`
+//!   and CI run; `cargo xtask fuzz --full` runs 1,000,000), from the seed
+//!   `LMZH_FUZZ_SEED` (default: one per loader, so runs repeat exactly);
 //! - every input runs under `catch_unwind`: a panic fails the test with the
 //!   input saved under `target/tmp/fuzz/`; `LMZH_FUZZ_INPUT=FILE` (or hex)
 //!   replays one input without catching;
@@ -25,7 +25,7 @@ use std::time::Instant;
 pub const ALLOC_LIMIT: usize = 1 << 30;
 
 /// Inputs per loader when `LMZH_FUZZ_CASES` is unset.
-pub const DEFAULT_CASES: u64 = 2_000;
+pub const DEFAULT_CASES: u64 = 3_000;
 
 /// Largest input the mutator makes.
 const MAX_LEN: usize = 64 * 1024;
