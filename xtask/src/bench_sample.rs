@@ -11,11 +11,49 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use crate::flags::{Flags, Parsed};
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct Options {
     pub layout: String,
     pub num_images: usize,
     pub rounds: usize,
     pub profile: String,
+}
+
+pub const USAGE: &str = "\
+usage: cargo xtask bench sample [--layout default|cifar10] [--num-images N] [--rounds R]
+                                [--profile release|dev]
+
+Our `sampler` (20-step dpm++2m) against diffusers on the same weights, same
+threads, alternating, median of the rounds (default: layout default, 64
+images, 3 rounds, release build).
+";
+
+pub fn parse(args: &[String]) -> Result<Parsed<Options>> {
+    let mut f = Flags::new("bench sample", USAGE, args);
+    if f.wants_help() {
+        return Ok(f.help());
+    }
+    let mut o = Options {
+        layout: "default".into(),
+        num_images: 64,
+        rounds: 3,
+        profile: "release".into(),
+    };
+    while let Some(flag) = f.next() {
+        match flag {
+            "--layout" => o.layout = f.value(flag)?.to_string(),
+            "--num-images" => o.num_images = f.parse(flag)?,
+            "--rounds" => o.rounds = f.parse(flag)?,
+            "--profile" => o.profile = f.value(flag)?.to_string(),
+            other => return Err(f.unknown(other)),
+        }
+    }
+    if o.rounds == 0 || o.num_images == 0 {
+        return Err(f.error("--rounds and --num-images must be at least 1"));
+    }
+    Ok(Parsed::Run(o))
 }
 
 pub fn run(o: &Options) -> Result<()> {

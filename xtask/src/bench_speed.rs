@@ -17,37 +17,71 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
+use crate::flags::{Flags, Parsed};
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct Options {
     pub layouts: Vec<String>,
     pub rounds: usize,
     pub device: String,
     pub scaling: bool,
+    /// Run diffusers' rows too (they need Python and the reference oracle).
+    pub peer: bool,
+    /// A prebuilt `lmzh` to time; `None`: build it (release).
+    pub lmzh: Option<PathBuf>,
 }
 
-pub fn parse(args: &[String], scaling: bool) -> Result<Options> {
+pub const USAGE: &str = "\
+usage: cargo xtask bench [speed|scaling] [--layouts grey32,ddpm-cifar10] [--rounds N]
+                         [--device cpu|cuda] [--no-peer]
+
+  --layouts L,...  U-Net layouts to time (default grey32,ddpm-cifar10)
+  --rounds N       rounds per configuration, median shown (default 3)
+  --device D       cpu (default), cuda or cuda:N
+  --no-peer        ours only: skip diffusers' rows (no Python needed)
+
+speed: train and sample, ours and diffusers, fp32 and bf16; scaling: ours at
+32/64/128 px and batch 16/64/256. JSON in target/bench/.
+";
+
+pub fn parse(args: &[String], scaling: bool) -> Result<Parsed<Options>> {
+    let name = if scaling {
+        "bench scaling"
+    } else {
+        "bench speed"
+    };
+    let mut f = Flags::new(name, USAGE, args);
+    if f.wants_help() {
+        return Ok(f.help());
+    }
     let mut o = Options {
         layouts: vec!["grey32".into(), "ddpm-cifar10".into()],
         rounds: 3,
         device: "cpu".into(),
         scaling,
+        peer: true,
+        lmzh: None,
     };
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--layouts" => o.layouts = value.split(',').map(str::to_string).collect(),
-            "--rounds" => o.rounds = value.parse().context("--rounds")?,
-            "--device" => o.device = value.clone(),
-            other => bail!(
-                "unknown flag {other:?}; cargo xtask bench [speed|scaling] \
-                 [--layouts grey32,ddpm-cifar10] [--rounds N] [--device cpu|cuda]"
-            ),
+    while let Some(flag) = f.next() {
+        match flag {
+            "--layouts" => {
+                o.layouts = f
+                    .value(flag)?
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            }
+            "--rounds" => o.rounds = f.parse(flag)?,
+            "--device" => o.device = f.value(flag)?.to_string(),
+            "--no-peer" => o.peer = false,
+            other => return Err(f.unknown(other)),
         }
     }
     if o.rounds == 0 || o.layouts.is_empty() {
-        bail!("--rounds and --layouts need at least one");
+        return Err(f.error("--rounds must be at least 1 and --layouts name a layout"));
     }
-    Ok(o)
+    Ok(Parsed::Run(o))
 }
 
 /// One configuration of the table.
@@ -102,7 +136,10 @@ impl Config {
 
 pub fn run(o: &Options) -> Result<()> {
     let root = crate::workspace_root();
-    let ours = build(&root)?;
+    let ours = match &o.lmzh {
+        Some(path) => path.clone(),
+        None => build(&root)?,
+    };
     let out_dir = root.join("target/bench");
     std::fs::create_dir_all(&out_dir)?;
     let gpu = o.device.starts_with("cuda");
@@ -239,8 +276,10 @@ fn speed_configs(o: &Options, gpu: bool, native_bf16: bool) -> Vec<Config> {
                 size: None,
                 short: false,
             };
-            out.push(c("diffusers", "fp32", &[]));
-            if gpu {
+            if o.peer {
+                out.push(c("diffusers", "fp32", &[]));
+            }
+            if gpu && o.peer {
                 out.push(c("diffusers", "fp32", &["--compile"]));
             }
             out.push(c("ours", "fp32", &[]));
@@ -252,7 +291,7 @@ fn speed_configs(o: &Options, gpu: bool, native_bf16: bool) -> Vec<Config> {
                 bf16.steps = 1;
             }
             out.push(bf16);
-            if gpu {
+            if gpu && o.peer {
                 out.push(c("diffusers", "bf16", &["--channels-last"]));
             }
         }

@@ -17,6 +17,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use crate::flags::{Flags, Parsed};
 use crate::setup;
 
 struct Set {
@@ -52,27 +53,51 @@ const SETS: &[Set] = &[
 
 const SYSTEM_FASHION: &str = "/usr/share/datasets/fashion-mnist";
 
-pub fn run(args: &[String]) -> Result<()> {
+pub const USAGE: &str = "\
+usage: cargo xtask data NAME [--url BASE]
+
+NAME is fashion-mnist, mnist or cifar10: found where it is installed (the
+Debian package dataset-fashion-mnist) or downloaded once into
+$LMZH_CACHE_DIR/data/NAME. --url BASE fetches the same file names from a
+mirror.
+";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    pub name: String,
+    pub url: Option<String>,
+}
+
+pub fn parse(args: &[String]) -> Result<Parsed<Options>> {
+    let mut f = Flags::new("data", USAGE, args);
+    if f.wants_help() {
+        return Ok(f.help());
+    }
     let mut name = None;
     let mut url = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--url" => url = Some(it.next().context("--url needs a base address")?.clone()),
+    while let Some(a) = f.next() {
+        match a {
+            "--url" => url = Some(f.value(a)?.to_string()),
             other if !other.starts_with('-') && name.is_none() => name = Some(other.to_string()),
-            other => {
-                bail!("unexpected argument {other:?}; usage: cargo xtask data NAME [--url BASE]")
-            }
+            other => return Err(f.unknown(other)),
         }
     }
     let names: Vec<&str> = SETS.iter().map(|s| s.name).collect();
-    let name = name.with_context(|| {
-        format!("usage: cargo xtask data NAME [--url BASE]; NAME is one of {names:?}")
-    })?;
+    let name = name.ok_or_else(|| f.error(&format!("NAME is missing: one of {names:?}")))?;
+    if !names.contains(&name.as_str()) {
+        return Err(f.error(&format!(
+            "unknown data set {name:?}; expected one of {names:?}"
+        )));
+    }
+    Ok(Parsed::Run(Options { name, url }))
+}
+
+pub fn run(o: &Options) -> Result<()> {
+    let url = o.url.as_deref();
     let set = SETS
         .iter()
-        .find(|s| s.name == name)
-        .with_context(|| format!("unknown data set {name:?}; expected one of {names:?}"))?;
+        .find(|s| s.name == o.name)
+        .with_context(|| format!("unknown data set {:?}", o.name))?;
     if set.name == "fashion-mnist" && url.is_none() {
         if has_all(Path::new(SYSTEM_FASHION), set.files) {
             println!("data: fashion-mnist found at {SYSTEM_FASHION}");
@@ -84,7 +109,7 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     }
     let dest = setup::cache_dir().join("data").join(set.name);
-    let base = url.as_deref().unwrap_or(set.base);
+    let base = url.unwrap_or(set.base);
     fetch(set, base, &dest)?;
     println!("data: {} ready at {}", set.name, dest.display());
     Ok(())
@@ -262,6 +287,31 @@ mod tests {
         assert!(!cache.path().join("fashion-mnist.partial").exists());
         // complete: a second fetch does not touch the network (the server is gone)
         fetch(&SETS[0], "http://127.0.0.1:9/", &dest).unwrap();
+    }
+
+    #[test]
+    fn arguments_parse_and_errors_show_the_usage() {
+        let args = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+        assert_eq!(
+            parse(&args("mnist --url http://m/")).unwrap(),
+            Parsed::Run(Options {
+                name: "mnist".into(),
+                url: Some("http://m/".into())
+            })
+        );
+        for s in ["--help", "-h", "help", "mnist --help"] {
+            assert_eq!(parse(&args(s)).unwrap(), Parsed::Help(USAGE), "{s}");
+        }
+        for (s, needle) in [
+            ("", "NAME is missing"),
+            ("imagenet", "unknown data set \"imagenet\""),
+            ("mnist --url", "--url needs a value"),
+            ("mnist cifar10", "unexpected argument \"cifar10\""),
+            ("mnist --fast", "unknown flag \"--fast\""),
+        ] {
+            let err = parse(&args(s)).unwrap_err().to_string();
+            assert!(err.contains(needle) && err.contains("usage:"), "{s}: {err}");
+        }
     }
 
     #[test]

@@ -12,7 +12,28 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use crate::flags::{is_help, Flags, Parsed};
 use crate::setup;
+
+pub const USAGE: &str = "\
+usage: cargo xtask py SCRIPT [ARGS...]
+
+Runs a reference script (scripts/*.py) with the torch of `cargo xtask setup`
+and the packages of scripts/requirements-oracle.txt (diffusers), installed
+once per machine; ARGS go to the script. Only fixture generation needs it.
+";
+
+/// The script and its arguments (which are the script's: `py S --help` is
+/// the script's help).
+pub fn parse(args: &[String]) -> Result<Parsed<Vec<String>>> {
+    let f = Flags::new("py", USAGE, args);
+    match args.first() {
+        None => Err(f.error("SCRIPT is missing")),
+        Some(a) if is_help(a) => Ok(Parsed::Help(USAGE)),
+        Some(a) if a.starts_with('-') => Err(f.unknown(a)),
+        Some(_) => Ok(Parsed::Run(args.to_vec())),
+    }
+}
 
 pub fn run(args: &[String]) -> Result<()> {
     let Some((script, _)) = args.split_first() else {

@@ -5,7 +5,9 @@
 //! - no tracked file is larger than 5 MB (fixtures and assets stay small);
 //! - no two top-level modules of a crate import each other, directly or
 //!   through others (`crate::` paths outside `#[cfg(test)]` code, with the
-//!   root file's `pub use` re-exports resolved to their modules).
+//!   root file's `pub use` re-exports resolved to their modules);
+//! - every build and test selection resolves the same features for
+//!   `tensor`'s dependencies, so tch compiles once (see `features.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -42,6 +44,7 @@ pub fn run() -> Result<()> {
             }
         }
     }
+    problems.extend(crate::features::check(&root)?);
     if problems.is_empty() {
         println!("tidy: {} crates ok", crates.len());
         return Ok(());

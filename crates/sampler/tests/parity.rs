@@ -1,7 +1,9 @@
 //! Parity with diffusers 0.42.1: every solver, run through the sampling loop
 //! on an analytic model, reproduces the trajectories that
 //! `scripts/gen_sampler_fixtures.py` recorded with diffusers (same
-//! timesteps; final sample within 1e-3 relative L2 error in float32).
+//! timesteps; final sample within 1e-3 relative L2 error in float32 on the
+//! CPU, 5e-3 on CUDA: `LMZH_TEST_DEVICE=cuda` runs the loop there, as
+//! `cargo xtask gpu-check` does).
 //!
 //! Regenerate the fixtures with `cargo xtask py scripts/gen_sampler_fixtures.py`.
 
@@ -11,10 +13,36 @@ use sampler::{by_name, sample, Conditioning, NoiseSource, ReplayNoise, SolverOpt
 use schedule::SchedulerConfig;
 use tch::{Device, Kind, Tensor};
 
-const TOLERANCE: f64 = 1e-3;
-
+/// The crate folder: `CARGO_MANIFEST_DIR` as `cargo test` (or `cargo xtask
+/// gpu-check --prebuilt`) sets it at run time, else where this binary was
+/// built.
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("tests/fixtures")
+}
+
+/// `LMZH_TEST_DEVICE` (`cpu`, `cuda`, `cuda:N`, `auto`; default `cpu`).
+fn test_device() -> Device {
+    let spec = std::env::var("LMZH_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let device = spec
+        .parse::<tensor::device::DeviceSpec>()
+        .and_then(|d| d.resolve())
+        .unwrap_or_else(|e| panic!("LMZH_TEST_DEVICE={spec:?}: {e}"));
+    println!("parity device: {device:?} (LMZH_TEST_DEVICE={spec:?})");
+    device
+}
+
+/// Relative L2 tolerance of a trajectory's end against diffusers: 1e-3 on
+/// the CPU; 5e-3 on CUDA, whose exp/sqrt/tanh round differently and whose
+/// differences add up over up to 1,000 steps.
+fn tolerance(device: Device) -> f64 {
+    if device.is_cuda() {
+        5e-3
+    } else {
+        1e-3
+    }
 }
 
 fn load_fixtures() -> (serde_json::Value, tensor::safetensors::NamedTensors) {
@@ -49,6 +77,7 @@ fn analytic(x: &Tensor, t: &Tensor, learned: bool) -> Tensor {
         Tensor::from_slice(v)
             .to_kind(Kind::Float)
             .reshape([-1, 1, 1, 1])
+            .to_device(x.device())
     };
     let out = x * col(&a) + x.tanh() * col(&b);
     if learned {
@@ -76,8 +105,11 @@ fn rel_l2(a: &Tensor, b: &Tensor) -> f64 {
 #[test]
 fn trajectories_match_diffusers() {
     let (meta, tensors) = load_fixtures();
-    let x_t = &tensors["x_T"];
+    let device = test_device();
+    let tol = tolerance(device);
+    let x_t = &tensors["x_T"].to_device(device);
     let mut failures = Vec::new();
+    let mut worst = 0.0f64;
     let cases = meta["cases"].as_array().unwrap();
     assert!(cases.len() >= 16, "too few cases in cases.json");
     println!("{:<40} {:>6} {:>12}", "case", "evals", "rel L2");
@@ -139,14 +171,19 @@ fn trajectories_match_diffusers() {
             )
         };
         let out = result.unwrap_or_else(|e| panic!("{name}: {e}"));
-        let err = rel_l2(&out, &tensors[&format!("{name}/final")]);
+        let err = rel_l2(
+            &out.to_device(Device::Cpu),
+            &tensors[&format!("{name}/final")],
+        );
         println!("{name:<40} {:>6} {err:>12.3e}", expected_t.len());
-        if err.is_nan() || err > TOLERANCE {
+        worst = worst.max(err);
+        if err.is_nan() || err > tol {
             failures.push(format!(
-                "{name}: relative L2 error {err:.3e} > {TOLERANCE:e}"
+                "{name}: relative L2 error {err:.3e} > {tol:e} on {device:?}"
             ));
         }
     }
+    println!("worst relative L2 error {worst:.3e} on {device:?} (tolerance {tol:e})");
     assert!(
         failures.is_empty(),
         "{} of {} cases differ from diffusers:\n{}",

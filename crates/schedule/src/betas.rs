@@ -153,9 +153,16 @@ pub fn check_betas(betas: &[f64]) -> Result<()> {
     }
 }
 
+/// The most training timesteps a schedule may have: a number from a config
+/// file sizes every table of the schedule, so it is bounded.
+pub const MAX_TIMESTEPS: usize = 100_000;
+
 fn check_len(n: usize) -> Result<()> {
     if n < 2 {
         return Err(Error::TooFewTimesteps(n));
+    }
+    if n > MAX_TIMESTEPS {
+        return Err(Error::TooManyTimesteps(n));
     }
     Ok(())
 }
@@ -250,6 +257,9 @@ mod tests {
     fn bad_parameters_are_named() {
         let e = compute(BetaSchedule::Linear, 1, 1e-4, 0.02).unwrap_err();
         assert!(e.to_string().contains("at least 2"), "{e}");
+        // A count from a config file sizes the tables: bounded, not allocated.
+        let e = compute(BetaSchedule::Linear, 1 << 40, 1e-4, 0.02).unwrap_err();
+        assert!(e.to_string().contains("more than 100000 timesteps"), "{e}");
         let e = compute(BetaSchedule::Linear, 10, 1e-4, 1.5).unwrap_err();
         assert!(e.to_string().starts_with("beta_end = 1.5"), "{e}");
         // The cosine schedule ignores the range.

@@ -16,6 +16,12 @@ pub enum Error {
     #[error("num_train_timesteps = {0}: a schedule needs at least 2 timesteps")]
     TooFewTimesteps(usize),
 
+    #[error(
+        "num_train_timesteps = {0}: more than {max} timesteps (diffusers models use 1,000 to 4,000)",
+        max = crate::betas::MAX_TIMESTEPS
+    )]
+    TooManyTimesteps(usize),
+
     #[error("{field} = {value}: expected a value in (0, 1)")]
     BetaParameter { field: &'static str, value: f64 },
 

@@ -106,6 +106,29 @@ fn all_reduce_broadcast_and_barrier_across_two_processes() {
     }
 }
 
+/// NCCL on two GPUs (one per rank): all-reduce, broadcast and barrier on
+/// CUDA tensors. Prints why when skipped (fewer than two GPUs, or a build
+/// without NCCL); `cargo xtask gpu-check` reads that line.
+#[test]
+fn nccl_collectives_across_two_gpus() {
+    let gpus = tch::Cuda::device_count();
+    if gpus < 2 || !tensor::distributed::has_nccl() {
+        println!(
+            "NCCL: skipped ({gpus} CUDA device(s), NCCL in this build: {})",
+            tensor::distributed::has_nccl()
+        );
+        return;
+    }
+    let mut ranks = Ranks::spawn("nccl", 2);
+    let t0 = Instant::now();
+    for i in 0..2 {
+        let (status, _, out) = ranks.wait(i, t0);
+        assert!(status.success(), "rank {i} failed:\n{out}");
+        assert!(out.contains("nccl ok"), "rank {i}:\n{out}");
+    }
+    println!("NCCL: ok (2 processes, 2 GPUs)");
+}
+
 #[test]
 fn a_rank_that_exits_makes_the_other_fail_within_the_timeout() {
     let mut ranks = Ranks::spawn("one_dies", 2);
@@ -240,12 +263,18 @@ fn rank() {
     } else {
         TIMEOUT
     };
-    let pg = ProcessGroup::from_env(Backend::Gloo, timeout)
+    let backend = if scenario == "nccl" {
+        Backend::Nccl
+    } else {
+        Backend::Gloo
+    };
+    let pg = ProcessGroup::from_env(backend, timeout)
         .unwrap()
         .with_bucket_bytes(64);
     let r = pg.rank() as f32;
     match scenario.as_str() {
         "collectives" => collectives(&pg, r),
+        "nccl" => nccl(&pg, r),
         "one_dies" => {
             pg.barrier().unwrap();
             if pg.rank() == 1 {
@@ -311,4 +340,35 @@ fn collectives(pg: &ProcessGroup, r: f32) {
 
     pg.barrier().unwrap();
     println!("collectives ok (rank {})", pg.rank());
+}
+
+fn nccl(pg: &ProcessGroup, r: f32) {
+    let gpu = Device::Cuda(pg.rank());
+    let a = Tensor::from_slice(&[r, 1.0, 2.0]).to_device(gpu);
+    let b = Tensor::full([1000], f64::from(r + 1.0), (Kind::Float, gpu));
+    pg.all_reduce(&[a.shallow_clone(), b.shallow_clone()], ReduceOp::Sum)
+        .unwrap();
+    assert_eq!(
+        Vec::<f32>::try_from(&a.to_device(Device::Cpu)).unwrap(),
+        [1.0, 2.0, 4.0]
+    );
+    assert_eq!(
+        Vec::<f32>::try_from(&b.to_device(Device::Cpu)).unwrap(),
+        vec![3.0; 1000]
+    );
+    let avg = Tensor::from_slice(&[2.0 * r, 10.0]).to_device(gpu);
+    pg.all_reduce(&[avg.shallow_clone()], ReduceOp::Avg)
+        .unwrap();
+    assert_eq!(
+        Vec::<f32>::try_from(&avg.to_device(Device::Cpu)).unwrap(),
+        [1.0, 10.0]
+    );
+    let q = Tensor::full([40], f64::from(r), (Kind::Float, gpu));
+    pg.broadcast(&[q.shallow_clone()], 1).unwrap();
+    assert_eq!(
+        Vec::<f32>::try_from(&q.to_device(Device::Cpu)).unwrap(),
+        vec![1.0; 40]
+    );
+    pg.barrier().unwrap();
+    println!("nccl ok (rank {})", pg.rank());
 }

@@ -262,8 +262,13 @@ impl UNetConfig {
 
     /// Width of the time embedding: `time_embedding_dim` or `4 * block_out_channels[0]`.
     pub fn time_embed_dim(&self) -> i64 {
-        self.time_embedding_dim
-            .unwrap_or_else(|| self.block_out_channels.first().copied().unwrap_or(0) * 4)
+        self.time_embedding_dim.unwrap_or_else(|| {
+            self.block_out_channels
+                .first()
+                .copied()
+                .unwrap_or(0)
+                .saturating_mul(4)
+        })
     }
 
     /// `(height, width)` of `sample_size`, if set.
@@ -487,7 +492,16 @@ impl UNetConfig {
     /// way back doubles with nearest-neighbour upsampling, so the sides must
     /// be multiples of `2^(levels - 1)` (28 works with 3 levels: 28, 14, 7).
     pub fn check_sample_hw(&self, h: i64, w: i64) -> std::result::Result<(), String> {
-        let f = 1i64 << self.num_downsamples();
+        let levels = self.num_downsamples();
+        let Some(f) = u32::try_from(levels)
+            .ok()
+            .and_then(|n| 1i64.checked_shl(n))
+            .filter(|&f| f > 0)
+        else {
+            return Err(format!(
+                "{levels} downsamplings halve any {h}x{w} sample to nothing"
+            ));
+        };
         if h <= 0 || w <= 0 || h % f != 0 || w % f != 0 {
             return Err(format!(
                 "a {h}x{w} sample cannot go through {} downsamplings and back: height and \
@@ -733,6 +747,19 @@ mod tests {
         let err = cfg.check_sample_hw(30, 28).unwrap_err();
         assert!(err.contains("multiples of 4"), "{err}");
         assert!(UNetConfig::ddpm_cifar10().check_sample_hw(28, 28).is_err());
+        // Hostile files: 70 levels and a huge width are errors, not
+        // arithmetic overflows.
+        let mut deep = UNetConfig::tiny();
+        let n = 70;
+        deep.block_out_channels = vec![32; n];
+        deep.down_block_types = vec!["DownBlock2D".into(); n];
+        deep.up_block_types = vec!["UpBlock2D".into(); n];
+        let err = deep.check_sample_hw(i64::MAX, i64::MAX).unwrap_err();
+        assert!(err.contains("69 downsamplings"), "{err}");
+        let mut wide = UNetConfig::tiny();
+        wide.block_out_channels[0] = i64::MAX;
+        assert_eq!(wide.time_embed_dim(), i64::MAX);
+        assert!(wide.validate().is_err());
     }
 
     #[test]

@@ -64,7 +64,11 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<IdxArray> {
         .chunks_exact(4)
         .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
         .collect();
-    let expected = dims.iter().product::<usize>();
+    let Some(expected) = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) else {
+        return Err(bad(format!(
+            "dimensions {dims:?} describe more bytes than memory holds"
+        )));
+    };
     let data = &bytes[header..];
     if data.len() != expected {
         return Err(bad(format!(
@@ -125,6 +129,10 @@ mod tests {
             (vec![0, 0, 0x0d, 1, 0, 0, 0, 1, 5], "0x0d"),
             (vec![0, 0, 8, 2, 0, 0], "truncated"),
             (encode(&[3], &[1, 2]), "need 3 bytes"),
+            (
+                encode(&[0xffff_ffff; 3], &[1]),
+                "more bytes than memory holds",
+            ),
         ] {
             let err = parse(p, &bytes).unwrap_err().to_string();
             assert!(err.contains("labels.idx") && err.contains(needle), "{err}");

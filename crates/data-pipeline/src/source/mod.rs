@@ -366,6 +366,12 @@ impl Dataset {
                 )))
             }
         };
+        if h == 0 || w == 0 {
+            return Err(bad(format!(
+                "image dimensions {:?}: height and width must be at least 1",
+                images.dims
+            )));
+        }
         let labels = match labels {
             Some(l) if l.dims != [n] => {
                 return Err(bad(format!(

@@ -159,6 +159,12 @@ fn idx_and_cifar_specs_open_files() {
     let err = spec.open(&OpenOptions::default()).unwrap_err().to_string();
     assert!(err.contains("2 labels for 3 images"), "{err}");
 
+    // Zero-width images: an error, not a division by zero in `len`.
+    std::fs::write(&images, idx::encode(&[3, 2, 0], &[])).unwrap();
+    std::fs::write(&labels, idx::encode(&[3], &[2, 0, 1])).unwrap();
+    let err = spec.open(&OpenOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("height and width must be at least 1"), "{err}");
+
     let cifar = dir.path().join("cifar");
     std::fs::create_dir_all(&cifar).unwrap();
     let mut record = vec![3u8];

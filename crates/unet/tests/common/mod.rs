@@ -15,8 +15,41 @@ pub const CASES: &[&str] = &[
     "identity_class_no_mid_attn",
 ];
 
+/// The crate folder: `CARGO_MANIFEST_DIR` as `cargo test` (or `cargo xtask
+/// gpu-check --prebuilt`, running a test binary built elsewhere) sets it at
+/// run time, else where this binary was built.
+pub fn crate_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 pub fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    crate_dir().join("tests/fixtures")
+}
+
+/// The device of the parity tests: `LMZH_TEST_DEVICE` (`cpu`, `cuda`,
+/// `cuda:N`, `auto`; default `cpu`). CUDA asked for where there is none is
+/// a failure, not a skip.
+pub fn test_device() -> Device {
+    let spec = std::env::var("LMZH_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let device = spec
+        .parse::<tensor::device::DeviceSpec>()
+        .and_then(|d| d.resolve())
+        .unwrap_or_else(|e| panic!("LMZH_TEST_DEVICE={spec:?}: {e}"));
+    println!("parity device: {device:?} (LMZH_TEST_DEVICE={spec:?})");
+    device
+}
+
+/// The forward pass's relative L2 tolerance against diffusers on `device`:
+/// 1e-4 on the CPU (float32, the kernels PyTorch's CPU build uses), 1e-2 on
+/// CUDA (cuDNN convolutions in TF32 and fused attention kernels).
+pub fn tolerance(device: Device) -> f64 {
+    if device.is_cuda() {
+        1e-2
+    } else {
+        1e-4
+    }
 }
 
 /// The fixture folder of a case; panics with the regeneration command if missing.
