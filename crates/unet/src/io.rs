@@ -75,6 +75,74 @@ pub fn modern_key(name: &str) -> String {
     name.to_string()
 }
 
+/// Copies the tensors of the safetensors file `path` into the variables of
+/// `vs`, converting dtypes and renaming legacy attention keys
+/// ([`modern_key`]). Every variable must be in the file with its shape and
+/// the file must hold nothing else; otherwise nothing is copied and the
+/// error lists every missing, unexpected and wrongly shaped tensor. Returns
+/// the number of tensors copied. Any model whose variable names are its
+/// diffusers state-dict keys loads this way.
+pub fn load_weights_into(vs: &nn::VarStore, path: impl AsRef<Path>) -> Result<usize> {
+    let path = path.as_ref();
+    let file: BTreeMap<String, Tensor> = tensor::safetensors::load(path, Device::Cpu)?
+        .into_iter()
+        .map(|(k, v)| (modern_key(&k), v))
+        .collect();
+    let vars = vs.variables();
+    let mut missing = Vec::new();
+    let mut mismatched = Vec::new();
+    for (name, var) in &vars {
+        match file.get(name) {
+            None => missing.push(name.clone()),
+            Some(t) if t.size() != var.size() => mismatched.push(format!(
+                "{name} (file {:?}, model {:?})",
+                t.size(),
+                var.size()
+            )),
+            Some(_) => {}
+        }
+    }
+    let mut unexpected: Vec<String> = file
+        .keys()
+        .filter(|k| !vars.contains_key(*k))
+        .cloned()
+        .collect();
+    if !(missing.is_empty() && unexpected.is_empty() && mismatched.is_empty()) {
+        missing.sort();
+        unexpected.sort();
+        mismatched.sort();
+        return Err(Error::WeightMismatch {
+            path: path.to_path_buf(),
+            missing,
+            unexpected,
+            mismatched,
+        });
+    }
+    tch::no_grad(|| -> Result<()> {
+        for (name, mut var) in vars {
+            let src = &file[&name];
+            var.f_copy_(&src.f_to_kind(var.kind())?.f_to_device(var.device())?)?;
+        }
+        Ok(())
+    })?;
+    Ok(file.len())
+}
+
+/// Writes every variable of `vs` to the safetensors file `path`
+/// (atomically, contiguous, with the `format: pt` metadata diffusers
+/// writes), named by its state-dict key.
+pub fn save_weights(vs: &nn::VarStore, path: impl AsRef<Path>) -> Result<()> {
+    let detached: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .map(|(k, v)| (k, v.detach()))
+        .collect();
+    let refs: Vec<(&str, &Tensor)> = detached.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let metadata = tensor::safetensors::Metadata::from([("format".into(), "pt".into())]);
+    tensor::safetensors::save(path.as_ref(), &refs, Some(&metadata))?;
+    Ok(())
+}
+
 /// A `UNet2DModel` and the `VarStore` holding its weights.
 #[derive(Debug)]
 pub struct UNet {
@@ -113,48 +181,8 @@ impl UNet {
     /// file must hold nothing else.
     pub fn load_weights(&mut self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let file: BTreeMap<String, Tensor> = tensor::safetensors::load(path, Device::Cpu)?
-            .into_iter()
-            .map(|(k, v)| (modern_key(&k), v))
-            .collect();
-        let vars = self.vs.variables();
-        let mut missing = Vec::new();
-        let mut mismatched = Vec::new();
-        for (name, var) in &vars {
-            match file.get(name) {
-                None => missing.push(name.clone()),
-                Some(t) if t.size() != var.size() => mismatched.push(format!(
-                    "{name} (file {:?}, model {:?})",
-                    t.size(),
-                    var.size()
-                )),
-                Some(_) => {}
-            }
-        }
-        let mut unexpected: Vec<String> = file
-            .keys()
-            .filter(|k| !vars.contains_key(*k))
-            .cloned()
-            .collect();
-        if !(missing.is_empty() && unexpected.is_empty() && mismatched.is_empty()) {
-            missing.sort();
-            unexpected.sort();
-            mismatched.sort();
-            return Err(Error::WeightMismatch {
-                path: path.to_path_buf(),
-                missing,
-                unexpected,
-                mismatched,
-            });
-        }
-        tch::no_grad(|| -> Result<()> {
-            for (name, mut var) in vars {
-                let src = &file[&name];
-                var.f_copy_(&src.f_to_kind(var.kind())?.f_to_device(var.device())?)?;
-            }
-            Ok(())
-        })?;
-        tracing::debug!(path = %path.display(), tensors = file.len(), "loaded UNet weights");
+        let n = load_weights_into(&self.vs, path)?;
+        tracing::debug!(path = %path.display(), tensors = n, "loaded UNet weights");
         Ok(())
     }
 
@@ -193,12 +221,7 @@ impl UNet {
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let state = self.state_dict();
-        let detached: Vec<(String, Tensor)> =
-            state.into_iter().map(|(k, v)| (k, v.detach())).collect();
-        let refs: Vec<(&str, &Tensor)> = detached.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let metadata = tensor::safetensors::Metadata::from([("format".into(), "pt".into())]);
-        tensor::safetensors::save(dir.join(WEIGHTS_NAME), &refs, Some(&metadata))?;
+        save_weights(&self.vs, dir.join(WEIGHTS_NAME))?;
         let config = self.config().to_diffusers_json();
         tensor::fs::write_bytes_atomic(&dir.join(CONFIG_NAME), config.as_bytes())?;
         Ok(())
