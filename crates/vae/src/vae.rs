@@ -250,7 +250,7 @@ impl DiagonalGaussianDistribution {
     /// channels, height and width): the VAE's regularisation loss.
     pub fn kl(&self) -> Tensor {
         let terms = self.mean.square() + self.var() - 1.0 - &self.logvar;
-        terms.sum_dim_intlist([1i64, 2, 3].as_slice(), false, Kind::Float) * 0.5
+        terms.sum_dim_intlist([1i64, 2, 3].as_slice(), false, None::<Kind>) * 0.5
     }
 
     /// Negative log-likelihood of `sample` per sample (summed over
@@ -258,7 +258,7 @@ impl DiagonalGaussianDistribution {
     pub fn nll(&self, sample: &Tensor) -> Tensor {
         let log_two_pi = (2.0 * std::f64::consts::PI).ln();
         let terms = (sample - &self.mean).square() / self.var() + &self.logvar + log_two_pi;
-        terms.sum_dim_intlist([1i64, 2, 3].as_slice(), false, Kind::Float) * 0.5
+        terms.sum_dim_intlist([1i64, 2, 3].as_slice(), false, None::<Kind>) * 0.5
     }
 }
 
