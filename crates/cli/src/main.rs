@@ -49,7 +49,7 @@ enum Command {
     /// train-features` trains such a classifier.
     Eval(eval::Args),
     /// Sample images from a model folder with a chosen solver (ddpm, ddim,
-    /// dpm++2m, euler, euler-a, heun).
+    /// dpm++2m, euler, euler-a, heun, pndm).
     Sample(sample::Args),
     /// Show a noise schedule: a table of beta, alpha_bar and SNR over t, or
     /// a plot comparing schedules (--plot FILE.png).

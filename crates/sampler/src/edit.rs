@@ -56,6 +56,10 @@ pub fn start_position(solver: &dyn Solver, strength: f64) -> Result<usize> {
     let steps = inference_steps(solver);
     // Python's int(): truncation, as diffusers' get_timesteps.
     let init = ((steps as f64 * strength) as usize).min(steps);
+    if init == 0 {
+        // No step at all (PNDM's list has an extra evaluation past `steps`).
+        return Ok(solver.timesteps().len());
+    }
     Ok(((steps - init) * solver.order()).min(solver.timesteps().len()))
 }
 

@@ -1,5 +1,6 @@
 //! [`by_name`]: a [`Solver`] from its name, a diffusers scheduler config and
-//! the run-time [`SolverOptions`], as a `Box<dyn Solver>`.
+//! the run-time [`SolverOptions`], as a `Box<dyn Solver>`; [`name_for_class`]
+//! and [`default_for_config`]: the solver of a diffusers scheduler class.
 
 use schedule::SchedulerConfig;
 
@@ -10,10 +11,45 @@ use crate::error::{Error, Result};
 use crate::euler::{Euler, EulerOptions};
 use crate::euler_ancestral::EulerAncestral;
 use crate::heun::{Heun, HeunOptions};
+use crate::pndm::{Pndm, PndmOptions};
 use crate::solver::Solver;
 
 /// The solver names [`by_name`] accepts.
-pub const SOLVER_NAMES: &[&str] = &["ddpm", "ddim", "dpm++2m", "euler", "euler-a", "heun"];
+pub const SOLVER_NAMES: &[&str] = &[
+    "ddpm", "ddim", "dpm++2m", "euler", "euler-a", "heun", "pndm",
+];
+
+/// The diffusers scheduler classes with a solver here, and its name.
+const CLASSES: &[(&str, &str)] = &[
+    ("DDPMScheduler", "ddpm"),
+    ("DDIMScheduler", "ddim"),
+    ("DPMSolverMultistepScheduler", "dpm++2m"),
+    ("EulerDiscreteScheduler", "euler"),
+    ("EulerAncestralDiscreteScheduler", "euler-a"),
+    ("HeunDiscreteScheduler", "heun"),
+    ("PNDMScheduler", "pndm"),
+];
+
+/// The solver (one of [`SOLVER_NAMES`]) that implements the diffusers
+/// scheduler class `class_name` (`PNDMScheduler` -> `pndm`,
+/// `DDIMScheduler` -> `ddim`, ...), `None` for a class without one.
+pub fn name_for_class(class_name: &str) -> Option<&'static str> {
+    CLASSES
+        .iter()
+        .find(|(class, _)| *class == class_name)
+        .map(|&(_, name)| name)
+}
+
+/// The solver a scheduler config was saved for: [`name_for_class`] of its
+/// `_class_name`; `None` when the key is missing or names a class without
+/// a solver here.
+pub fn default_for_config(config: &SchedulerConfig) -> Option<&'static str> {
+    config
+        .extra
+        .get("_class_name")
+        .and_then(|v| v.as_str())
+        .and_then(name_for_class)
+}
 
 /// Run-time choices that are not in a scheduler config. The solvers' config
 /// options are typed too ([`DdimOptions`], [`DpmSolverOptions`],
@@ -30,7 +66,9 @@ pub struct SolverOptions {
 }
 
 /// Builds the solver `name` (see [`SOLVER_NAMES`]) for `steps` inference
-/// steps from a diffusers scheduler config.
+/// steps from a diffusers scheduler config. `plms` is `pndm` with
+/// `skip_prk_steps` on whatever the config says (PNDM's linear multistep
+/// part alone, as Stable Diffusion runs it).
 pub fn by_name(
     name: &str,
     config: &SchedulerConfig,
@@ -44,6 +82,8 @@ pub fn by_name(
         "euler" => "euler",
         "euler-a" | "euler_a" | "euler-ancestral" => "euler-a",
         "heun" => "heun",
+        "pndm" => "pndm",
+        "plms" => "plms",
         _ => {
             return Err(Error::UnknownSolver {
                 name: name.to_string(),
@@ -84,6 +124,14 @@ pub fn by_name(
             Box::new(Euler::with_options(config, steps, euler)?)
         }
         "euler-a" => Box::new(EulerAncestral::new(config, steps)?),
+        "pndm" => Box::new(Pndm::new(config, steps)?),
+        "plms" => {
+            let plms = PndmOptions {
+                skip_prk_steps: true,
+                ..PndmOptions::from_config(config)?
+            };
+            Box::new(Pndm::with_options(config, steps, plms)?)
+        }
         _ => {
             let mut heun = HeunOptions::from_config(config)?;
             heun.sigma_spacing = heun.sigma_spacing.with_karras(karras);
@@ -102,17 +150,52 @@ mod tests {
     #[test]
     fn unknown_names_list_the_valid_ones() {
         let cfg = SchedulerConfig::ddpm();
-        let e = by_name("plms", &cfg, 10, &SolverOptions::default())
+        let e = by_name("lms", &cfg, 10, &SolverOptions::default())
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("\"plms\"") && e.contains("ddpm, ddim, dpm++2m, euler, euler-a, heun"),
+            e.contains("\"lms\"") && e.contains("ddpm, ddim, dpm++2m, euler, euler-a, heun, pndm"),
             "{e}"
         );
         for name in SOLVER_NAMES {
             let s = by_name(name, &cfg, 10, &SolverOptions::default()).unwrap();
             assert_eq!(s.name(), *name);
         }
+    }
+
+    #[test]
+    fn plms_is_pndm_without_runge_kutta_steps() {
+        let cfg = SchedulerConfig::ddpm();
+        let opts = SolverOptions::default();
+        let pndm = by_name("PNDM", &cfg, 10, &opts).unwrap();
+        let plms = by_name("plms", &cfg, 10, &opts).unwrap();
+        assert_eq!((pndm.name(), plms.name()), ("pndm", "pndm"));
+        assert_eq!(pndm.timesteps().len(), 19);
+        assert_eq!(plms.timesteps().len(), 11);
+        assert_eq!(crate::solver::inference_steps(plms.as_ref()), 10);
+    }
+
+    #[test]
+    fn scheduler_classes_name_their_solver() {
+        for (class, name) in [
+            ("PNDMScheduler", "pndm"),
+            ("DDIMScheduler", "ddim"),
+            ("DPMSolverMultistepScheduler", "dpm++2m"),
+            ("EulerDiscreteScheduler", "euler"),
+            ("EulerAncestralDiscreteScheduler", "euler-a"),
+            ("HeunDiscreteScheduler", "heun"),
+            ("DDPMScheduler", "ddpm"),
+        ] {
+            assert_eq!(name_for_class(class), Some(name));
+            let cfg = SchedulerConfig::from_json_str(&format!(r#"{{"_class_name": "{class}"}}"#))
+                .unwrap();
+            assert_eq!(default_for_config(&cfg), Some(name));
+        }
+        for (_, name) in CLASSES {
+            assert!(SOLVER_NAMES.contains(name), "{name}");
+        }
+        assert_eq!(name_for_class("LMSDiscreteScheduler"), None);
+        assert_eq!(default_for_config(&SchedulerConfig::ddpm()), None);
     }
 
     #[test]
@@ -140,6 +223,12 @@ mod tests {
         let mut cfg = SchedulerConfig::from_json_str("{}").unwrap();
         cfg.prediction_type = Some(schedule::PredictionType::Sample);
         for name in SOLVER_NAMES {
+            if *name == "pndm" {
+                // diffusers' PNDM takes epsilon and v only, and says so.
+                let e = by_name(name, &cfg, 5, &SolverOptions::default()).unwrap_err();
+                assert!(e.to_string().contains("prediction_type"), "{e}");
+                continue;
+            }
             let mut s = by_name(name, &cfg, 5, &SolverOptions::default()).unwrap();
             let x = Tensor::randn([2, 1, 3, 3], (Kind::Float, Device::Cpu));
             let out = x.tanh() * 0.5;

@@ -18,6 +18,7 @@
 //!   (ancestral; `fixed_small`, `fixed_large`, `learned_range` variances),
 //!   [`ddim`] (eta), [`dpm_solver`] (DPM-Solver++ multistep, order 1-3),
 //!   [`euler`], [`euler_ancestral`], [`heun`] (Karras sigmas optional),
+//!   [`pndm`] (PNDM, and PLMS with `skip_prk_steps`: Stable Diffusion 1.x's),
 //!   each with typed options read from the config (e.g.
 //!   [`dpm_solver::DpmSolverOptions`]) and a `with_options` constructor;
 //!   [`sigma`]: the noise-level spacings the sigma-space solvers share;
@@ -71,6 +72,7 @@ pub mod inversion;
 pub mod noise;
 mod numpy;
 pub mod pipeline;
+pub mod pndm;
 pub mod repaint;
 pub mod sample;
 pub mod sigma;
@@ -83,7 +85,7 @@ pub use denoise::{denoise, estimate_noise_sigma, Denoised};
 pub use denoiser::{Autocast, Cond, Denoiser};
 pub use edit::edit;
 pub use error::{Error, Result};
-pub use factory::{by_name, SolverOptions, SOLVER_NAMES};
+pub use factory::{by_name, default_for_config, name_for_class, SolverOptions, SOLVER_NAMES};
 pub use guidance::{guide, guide_rescaled, Batching, Conditioning, Guidance};
 pub use input::InputSpec;
 pub use inversion::{ddim_invert, interpolate, inversion_ddim, slerp, InterpolateOptions};

@@ -197,6 +197,13 @@ pub trait Solver: Send + std::fmt::Debug {
         1
     }
 
+    /// The number of inference steps it was built for: its timesteps
+    /// divided by [`Solver::order`], rounded up, unless its list has extra
+    /// evaluations (PNDM: `steps + 1` or `steps + 9` timesteps).
+    fn num_inference_steps(&self) -> usize {
+        self.timesteps().len().div_ceil(self.order().max(1))
+    }
+
     /// `(a, s)` such that a sample at position `i` is `a x_0 + s ε` in this
     /// solver's space, as diffusers' `add_noise` makes it at
     /// `timesteps()[i]`: (sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t)) for DDPM
@@ -227,10 +234,10 @@ pub fn add_noise(solver: &dyn Solver, x0: &Tensor, noise: &Tensor, i: usize) -> 
     Ok(x0.f_mul_scalar(a)?.f_add(&noise.f_mul_scalar(s)?)?)
 }
 
-/// The number of inference steps of a solver: its timesteps divided by its
-/// [`Solver::order`], rounded up.
+/// The number of inference steps of a solver (see
+/// [`Solver::num_inference_steps`]).
 pub fn inference_steps(solver: &dyn Solver) -> usize {
-    solver.timesteps().len().div_ceil(solver.order().max(1))
+    solver.num_inference_steps()
 }
 
 /// The timesteps of position `i` as the tensor the model is given: `[n]`,

@@ -98,10 +98,10 @@ fn bad_input_gives_one_line_errors() {
     let out = dir.path().join("o");
     let out = out.to_str().unwrap();
 
-    let e = fails(&["--model", model, "--sampler", "plms", "--out", out]);
+    let e = fails(&["--model", model, "--sampler", "lms", "--out", out]);
     assert!(
-        e.contains("unknown sampler \"plms\"")
-            && e.contains("ddpm, ddim, dpm++2m, euler, euler-a, heun"),
+        e.contains("unknown sampler \"lms\"")
+            && e.contains("ddpm, ddim, dpm++2m, euler, euler-a, heun, pndm"),
         "{e}"
     );
 

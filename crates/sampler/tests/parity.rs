@@ -9,7 +9,9 @@
 
 use std::path::PathBuf;
 
-use sampler::{by_name, sample, Conditioning, NoiseSource, ReplayNoise, SolverOptions};
+use sampler::{
+    by_name, default_for_config, sample, Conditioning, NoiseSource, ReplayNoise, SolverOptions,
+};
 use schedule::SchedulerConfig;
 use tch::{Device, Kind, Tensor};
 
@@ -122,6 +124,10 @@ fn trajectories_match_diffusers() {
             eta: case["eta"].as_f64().unwrap(),
             ..Default::default()
         };
+        if case["config"].get("_class_name").is_some() {
+            // A saved scheduler config names its solver.
+            assert_eq!(default_for_config(&config), Some(solver_name), "{name}");
+        }
         let mut solver = by_name(solver_name, &config, steps, &options)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let expected_t: Vec<f64> = Vec::try_from(&tensors[&format!("{name}/timesteps")]).unwrap();

@@ -1,8 +1,9 @@
 //! The sampling loop on a text-conditioned U-Net against diffusers'
 //! `StableDiffusionPipeline` loop (fixtures of
 //! `scripts/gen_text_loop_fixtures.py`): from the same latents and prompt
-//! embeddings, 10 steps of DDIM, Euler and DPM-Solver++ with guidance 1 and
-//! with guidance 7.5 away from a negative prompt give the same final latents
+//! embeddings, 10 steps of DDIM, Euler and DPM-Solver++ with guidance 1,
+//! with guidance 7.5 away from a negative prompt, and with guidance 7.5 and
+//! guidance_rescale 0.7, give the same final latents
 //! (relative L2 error <= 1e-3; measured ~1e-6).
 
 use std::collections::BTreeMap;
@@ -37,10 +38,11 @@ fn text_guided_sampling_matches_the_diffusers_pipeline_loop() {
     for name in ["ddim", "euler", "dpm++2m"] {
         let config =
             SchedulerConfig::load(fixtures().join(name).join("scheduler_config.json")).unwrap();
-        for (guidance, batching) in [
-            (1.0, Batching::Auto),
-            (7.5, Batching::Batched),
-            (7.5, Batching::Sequential),
+        for (guidance, batching, rescale) in [
+            (1.0, Batching::Auto, 0.0),
+            (7.5, Batching::Batched, 0.0),
+            (7.5, Batching::Sequential, 0.0),
+            (7.5, Batching::Auto, 0.7),
         ] {
             let mut solver = by_name(name, &config, 10, &SolverOptions::default()).unwrap();
             let mut conditioning = Conditioning::guided(
@@ -50,6 +52,7 @@ fn text_guided_sampling_matches_the_diffusers_pipeline_loop() {
             );
             if let Some(g) = conditioning.guidance.as_mut() {
                 g.batching = batching;
+                g.rescale = rescale;
             }
             let out = sample(
                 &unet,
@@ -60,8 +63,13 @@ fn text_guided_sampling_matches_the_diffusers_pipeline_loop() {
                 &mut |_| {},
             )
             .unwrap();
-            let err = rel_l2(&out, &io[&format!("{name}_g{guidance:.1}")]);
-            println!("{name}, guidance {guidance} ({batching:?}): relative L2 error {err:.2e}");
+            let key = if rescale > 0.0 {
+                format!("{name}_g{guidance:.1}_rescale{rescale:.1}")
+            } else {
+                format!("{name}_g{guidance:.1}")
+            };
+            let err = rel_l2(&out, &io[&key]);
+            println!("{key} ({batching:?}): relative L2 error {err:.2e}");
             worst = worst.max(err);
         }
     }

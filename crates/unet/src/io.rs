@@ -77,6 +77,74 @@ pub fn modern_key(name: &str) -> String {
     name.to_string()
 }
 
+/// Copies the tensors of the safetensors file `path` into the variables of
+/// `vs`, converting dtypes and renaming legacy attention keys
+/// ([`modern_key`]). Every variable must be in the file with its shape and
+/// the file must hold nothing else; otherwise nothing is copied and the
+/// error lists every missing, unexpected and wrongly shaped tensor. Returns
+/// the number of tensors copied. Any model whose variable names are its
+/// diffusers state-dict keys loads this way.
+pub fn load_weights_into(vs: &nn::VarStore, path: impl AsRef<Path>) -> Result<usize> {
+    let path = path.as_ref();
+    let file: BTreeMap<String, Tensor> = tensor::safetensors::load(path, Device::Cpu)?
+        .into_iter()
+        .map(|(k, v)| (modern_key(&k), v))
+        .collect();
+    let vars = vs.variables();
+    let mut missing = Vec::new();
+    let mut mismatched = Vec::new();
+    for (name, var) in &vars {
+        match file.get(name) {
+            None => missing.push(name.clone()),
+            Some(t) if t.size() != var.size() => mismatched.push(format!(
+                "{name} (file {:?}, model {:?})",
+                t.size(),
+                var.size()
+            )),
+            Some(_) => {}
+        }
+    }
+    let mut unexpected: Vec<String> = file
+        .keys()
+        .filter(|k| !vars.contains_key(*k))
+        .cloned()
+        .collect();
+    if !(missing.is_empty() && unexpected.is_empty() && mismatched.is_empty()) {
+        missing.sort();
+        unexpected.sort();
+        mismatched.sort();
+        return Err(Error::WeightMismatch {
+            path: path.to_path_buf(),
+            missing,
+            unexpected,
+            mismatched,
+        });
+    }
+    tch::no_grad(|| -> Result<()> {
+        for (name, mut var) in vars {
+            let src = &file[&name];
+            var.f_copy_(&src.f_to_kind(var.kind())?.f_to_device(var.device())?)?;
+        }
+        Ok(())
+    })?;
+    Ok(file.len())
+}
+
+/// Writes every variable of `vs` to the safetensors file `path`
+/// (atomically, contiguous, with the `format: pt` metadata diffusers
+/// writes), named by its state-dict key.
+pub fn save_weights(vs: &nn::VarStore, path: impl AsRef<Path>) -> Result<()> {
+    let detached: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .map(|(k, v)| (k, v.detach()))
+        .collect();
+    let refs: Vec<(&str, &Tensor)> = detached.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let metadata = tensor::safetensors::Metadata::from([("format".into(), "pt".into())]);
+    tensor::safetensors::save(path.as_ref(), &refs, Some(&metadata))?;
+    Ok(())
+}
+
 /// A `UNet2DModel` and the `VarStore` holding its weights.
 #[derive(Debug)]
 pub struct UNet {
@@ -106,7 +174,10 @@ impl UNet {
     /// dtypes. Every variable must be in the file with its shape, and the
     /// file must hold nothing else.
     pub fn load_weights(&mut self, path: impl AsRef<Path>) -> Result<()> {
-        load_var_store(&mut self.vs, path.as_ref())
+        let path = path.as_ref();
+        let n = load_weights_into(&self.vs, path)?;
+        tracing::debug!(path = %path.display(), tensors = n, "loaded UNet weights");
+        Ok(())
     }
 
     /// Switches the model to channels-last memory format: every 4-d weight
@@ -142,7 +213,12 @@ impl UNet {
     /// (creating `dir`), each atomically, so that
     /// `UNet2DModel.from_pretrained(dir)` loads the model in diffusers.
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
-        save_model_folder(&self.vs, &self.config().to_diffusers_json(), dir.as_ref())
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        save_weights(&self.vs, dir.join(WEIGHTS_NAME))?;
+        let config = self.config().to_diffusers_json();
+        tensor::fs::write_bytes_atomic(&dir.join(CONFIG_NAME), config.as_bytes())?;
+        Ok(())
     }
 
     /// Total number of weights (trained or not, as diffusers' `num_parameters`).
@@ -199,69 +275,11 @@ impl UNet {
     }
 }
 
-/// Copies the tensors of the safetensors file `path` into the variables of
-/// `vs` (legacy attention names renamed), converting dtypes. Every variable
-/// must be in the file with its shape, and the file must hold nothing else:
-/// the error lists every missing, unexpected and wrongly shaped tensor.
-pub fn load_var_store(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
-    let file: BTreeMap<String, Tensor> = tensor::safetensors::load(path, Device::Cpu)?
-        .into_iter()
-        .map(|(k, v)| (modern_key(&k), v))
-        .collect();
-    let vars = vs.variables();
-    let mut missing = Vec::new();
-    let mut mismatched = Vec::new();
-    for (name, var) in &vars {
-        match file.get(name) {
-            None => missing.push(name.clone()),
-            Some(t) if t.size() != var.size() => mismatched.push(format!(
-                "{name} (file {:?}, model {:?})",
-                t.size(),
-                var.size()
-            )),
-            Some(_) => {}
-        }
-    }
-    let mut unexpected: Vec<String> = file
-        .keys()
-        .filter(|k| !vars.contains_key(*k))
-        .cloned()
-        .collect();
-    if !(missing.is_empty() && unexpected.is_empty() && mismatched.is_empty()) {
-        missing.sort();
-        unexpected.sort();
-        mismatched.sort();
-        return Err(Error::WeightMismatch {
-            path: path.to_path_buf(),
-            missing,
-            unexpected,
-            mismatched,
-        });
-    }
-    tch::no_grad(|| -> Result<()> {
-        for (name, mut var) in vars {
-            let src = &file[&name];
-            var.f_copy_(&src.f_to_kind(var.kind())?.f_to_device(var.device())?)?;
-        }
-        Ok(())
-    })?;
-    tracing::debug!(path = %path.display(), tensors = file.len(), "loaded weights");
-    Ok(())
-}
-
 /// Writes the weights of `vs` and the config text `config_json` into the
 /// model folder `dir` (creating it), each file atomically.
 pub fn save_model_folder(vs: &nn::VarStore, config_json: &str, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let detached: Vec<(String, Tensor)> = vs
-        .variables()
-        .into_iter()
-        .map(|(k, v)| (k, v.detach()))
-        .collect();
-    let mut refs: Vec<(&str, &Tensor)> = detached.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    refs.sort_by(|a, b| a.0.cmp(b.0));
-    let metadata = tensor::safetensors::Metadata::from([("format".into(), "pt".into())]);
-    tensor::safetensors::save(dir.join(WEIGHTS_NAME), &refs, Some(&metadata))?;
+    save_weights(vs, dir.join(WEIGHTS_NAME))?;
     tensor::fs::write_bytes_atomic(&dir.join(CONFIG_NAME), config_json.as_bytes())?;
     Ok(())
 }
@@ -302,8 +320,8 @@ impl ConditionUNet {
         let dir = resolve_model_dir(dir)?;
         let config = UNetConditionConfig::from_file(dir.join(CONFIG_NAME))?;
         let weights = weights_file(&dir)?;
-        let mut unet = tch::no_grad(|| ConditionUNet::new(&config, device))?;
-        load_var_store(&mut unet.vs, &weights)?;
+        let unet = tch::no_grad(|| ConditionUNet::new(&config, device))?;
+        load_weights_into(&unet.vs, &weights)?;
         Ok(unet)
     }
 

@@ -243,7 +243,7 @@ impl UNet2DModel {
                 &vs / "mid_block",
                 &MidBlockConfig {
                     channels: c,
-                    temb_channels: temb,
+                    temb_channels: Some(temb),
                     groups: cfg.norm_num_groups,
                     attn_groups: cfg.attn_norm_num_groups.or(match shift {
                         TimeScaleShift::Default => Some(cfg.norm_num_groups),
@@ -378,7 +378,7 @@ impl UNet2DModel {
             skips.extend(states);
         }
         if let Some(mid) = &self.mid_block {
-            h = mid.forward_t(&h, &emb, train);
+            h = mid.forward_t(&h, Some(&emb), train);
         }
         for block in &self.up_blocks {
             h = block.forward_t(&h, &mut skips, &emb, train);

@@ -48,7 +48,7 @@ impl BlockConfig {
         ResnetBlock2DConfig {
             in_channels: cin,
             out_channels: cout,
-            temb_channels: self.temb_channels,
+            temb_channels: Some(self.temb_channels),
             groups: self.groups,
             eps: self.eps,
             dropout: self.dropout,
@@ -95,7 +95,7 @@ impl Downsampler {
     fn forward_t(&self, xs: &Tensor, temb: &Tensor, train: bool) -> Tensor {
         match self {
             Downsampler::Conv(d) => d.forward(xs),
-            Downsampler::Resnet(r) => r.forward_t(xs, temb, train),
+            Downsampler::Resnet(r) => r.forward_t(xs, Some(temb), train),
         }
     }
 
@@ -138,7 +138,7 @@ impl Upsampler {
     fn forward_t(&self, xs: &Tensor, temb: &Tensor, train: bool) -> Tensor {
         match self {
             Upsampler::Conv(u) => u.forward(xs),
-            Upsampler::Resnet(r) => r.forward_t(xs, temb, train),
+            Upsampler::Resnet(r) => r.forward_t(xs, Some(temb), train),
         }
     }
 
@@ -222,7 +222,7 @@ impl DownBlock2D {
         let mut states = Vec::with_capacity(self.resnets.len() + 1);
         let mut h = xs.shallow_clone();
         for r in &self.resnets {
-            h = r.forward_t(&h, temb, train);
+            h = r.forward_t(&h, Some(temb), train);
             states.push(h.shallow_clone());
         }
         if let Some(d) = &self.downsamplers {
@@ -271,7 +271,7 @@ impl AttnDownBlock2D {
         let mut states = Vec::with_capacity(self.resnets.len() + 1);
         let mut h = xs.shallow_clone();
         for (r, a) in self.resnets.iter().zip(&self.attentions) {
-            h = a.forward(&r.forward_t(&h, temb, train));
+            h = a.forward(&r.forward_t(&h, Some(temb), train));
             states.push(h.shallow_clone());
         }
         if let Some(d) = &self.downsamplers {
@@ -310,7 +310,9 @@ pub struct UNetMidBlock2D {
 #[derive(Debug, Clone, Copy)]
 pub struct MidBlockConfig {
     pub channels: i64,
-    pub temb_channels: i64,
+    /// Width of the time embedding; `None`: the ResNets take none (the VAE's
+    /// mid block).
+    pub temb_channels: Option<i64>,
     pub groups: i64,
     /// Groups of the attention's GroupNorm; `None`: no norm.
     pub attn_groups: Option<i64>,
@@ -359,7 +361,8 @@ impl UNetMidBlock2D {
         }
     }
 
-    pub fn forward_t(&self, xs: &Tensor, temb: &Tensor, train: bool) -> Tensor {
+    /// `temb` is needed when the block was built with `temb_channels`.
+    pub fn forward_t(&self, xs: &Tensor, temb: Option<&Tensor>, train: bool) -> Tensor {
         let mut h = self.resnets[0].forward_t(xs, temb, train);
         if let Some(a) = self.attentions.first() {
             h = a.forward(&h);
@@ -415,7 +418,7 @@ impl UpBlock2D {
     ) -> Tensor {
         let mut h = xs.shallow_clone();
         for r in &self.resnets {
-            h = r.forward_t(&cat_skip(&h, skips), temb, train);
+            h = r.forward_t(&cat_skip(&h, skips), Some(temb), train);
         }
         match &self.upsamplers {
             Some(u) => u.forward_to(&h, size),
@@ -469,7 +472,7 @@ impl AttnUpBlock2D {
     ) -> Tensor {
         let mut h = xs.shallow_clone();
         for (r, a) in self.resnets.iter().zip(&self.attentions) {
-            h = a.forward(&r.forward_t(&cat_skip(&h, skips), temb, train));
+            h = a.forward(&r.forward_t(&cat_skip(&h, skips), Some(temb), train));
         }
         match &self.upsamplers {
             Some(u) => u.forward_t(&h, temb, train),

@@ -61,7 +61,12 @@ impl CrossAttnDownBlock2D {
         let mut states = Vec::with_capacity(self.resnets.len() + 1);
         let mut h = xs.shallow_clone();
         for (r, a) in self.resnets.iter().zip(&self.attentions) {
-            h = a.forward_t(&r.forward_t(&h, temb, train), ctx.states, ctx.bias, train);
+            h = a.forward_t(
+                &r.forward_t(&h, Some(temb), train),
+                ctx.states,
+                ctx.bias,
+                train,
+            );
             states.push(h.shallow_clone());
         }
         if let Some(d) = &self.downsamplers {
@@ -121,9 +126,13 @@ impl UNetMidBlock2DCrossAttn {
     }
 
     pub fn forward_t(&self, xs: &Tensor, temb: &Tensor, ctx: Context<'_>, train: bool) -> Tensor {
-        let mut h = self.resnets[0].forward_t(xs, temb, train);
+        let mut h = self.resnets[0].forward_t(xs, Some(temb), train);
         for (a, r) in self.attentions.iter().zip(&self.resnets[1..]) {
-            h = r.forward_t(&a.forward_t(&h, ctx.states, ctx.bias, train), temb, train);
+            h = r.forward_t(
+                &a.forward_t(&h, ctx.states, ctx.bias, train),
+                Some(temb),
+                train,
+            );
         }
         h
     }
@@ -173,7 +182,7 @@ impl CrossAttnUpBlock2D {
     ) -> Tensor {
         let mut h = xs.shallow_clone();
         for (r, a) in self.resnets.iter().zip(&self.attentions) {
-            let out = r.forward_t(&cat_skip(&h, skips), temb, train);
+            let out = r.forward_t(&cat_skip(&h, skips), Some(temb), train);
             h = a.forward_t(&out, ctx.states, ctx.bias, train);
         }
         match &self.upsamplers {

@@ -43,7 +43,8 @@ pub struct Args {
     )]
     pub strength: Vec<f64>,
 
-    /// The solver: ddpm, ddim, dpm++2m, euler, euler-a or heun.
+    /// The solver: ddpm, ddim, dpm++2m, euler, euler-a, heun or pndm (plms:
+    /// pndm with skip_prk_steps, as Stable Diffusion runs it).
     #[arg(long = "sampler", value_name = "NAME", default_value = "ddim")]
     pub sampler: String,
 
