@@ -235,7 +235,7 @@ impl DpmSolverMultistep {
                 let ratio = last / (steps + 1);
                 (1..=steps)
                     .rev()
-                    .map(|k| (k * ratio + offset) as f64)
+                    .map(|k| (k * ratio).saturating_add(offset) as f64)
                     .collect()
             }
             TimestepSpacing::Trailing => {

@@ -140,12 +140,11 @@ impl Pndm {
         }
         let spacing = config.timestep_spacing.unwrap_or(TimestepSpacing::Leading);
         let offset = config.steps_offset.unwrap_or(0);
-        // diffusers' `_timesteps`, ascending.
-        let base: Vec<i64> = spaced_timesteps(spacing, train, steps, offset, true)
-            .into_iter()
-            .rev()
-            .map(|t| t as i64)
-            .collect();
+        // diffusers' `_timesteps`, ascending; checked before any arithmetic
+        // on them (a huge `steps_offset` is an error, not an overflow).
+        let spaced = spaced_timesteps(spacing, train, steps, offset, true);
+        check_timesteps(&spaced, train)?;
+        let base: Vec<i64> = spaced.into_iter().rev().map(|t| t as i64).collect();
         let step_ratio = (train / steps) as i64;
         let timesteps = if options.skip_prk_steps {
             plms_timesteps(&base)
@@ -397,6 +396,17 @@ mod tests {
 
     fn config(json: &str) -> SchedulerConfig {
         SchedulerConfig::from_json_str(json).unwrap()
+    }
+
+    #[test]
+    fn a_huge_steps_offset_is_an_error_not_an_overflow() {
+        for skip in [true, false] {
+            let cfg = config(&format!(
+                r#"{{"skip_prk_steps": {skip}, "steps_offset": 9223372036854775807}}"#
+            ));
+            let err = Pndm::new(&cfg, 10).unwrap_err().to_string();
+            assert!(err.contains("steps_offset"), "{err}");
+        }
     }
 
     #[test]

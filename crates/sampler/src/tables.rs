@@ -122,7 +122,7 @@ pub(crate) fn spaced_timesteps(
             let ratio = train / steps;
             (0..steps)
                 .rev()
-                .map(|i| (i * ratio + offset) as f64)
+                .map(|i| (i * ratio).saturating_add(offset) as f64)
                 .collect()
         }
         TimestepSpacing::Trailing => {
