@@ -11,7 +11,8 @@ back with from_pretrained (as a user would). Runs the pipeline's loop
 (latents * init_noise_sigma; per timestep: the batch doubled for guidance,
 unconditional half first, scale_model_input, the U-Net, uncond + g (cond -
 uncond), scheduler.step) for 10 steps with guidance 1 (no unconditional
-branch) and 7.5 (a negative prompt shared by the batch), and saves the
+branch), 7.5 (a negative prompt shared by the batch) and 7.5 with
+guidance_rescale 0.7 (rescale_noise_cfg), and saves the
 inputs and the final latents to crates/sampler/tests/fixtures/text_loop/
 io.safetensors.
 """
@@ -29,6 +30,7 @@ from diffusers import (
     EulerDiscreteScheduler,
     UNet2DConditionModel,
 )
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UNET = os.path.join(ROOT, "crates", "unet", "tests", "fixtures", "condition", "sd1_like")
@@ -50,7 +52,7 @@ SCHEDULERS = {
 }
 
 
-def run_loop(unet, scheduler, latents, prompt, negative, guidance):
+def run_loop(unet, scheduler, latents, prompt, negative, guidance, rescale=0.0):
     scheduler.set_timesteps(STEPS)
     latents = latents * scheduler.init_noise_sigma
     n = latents.shape[0]
@@ -66,6 +68,8 @@ def run_loop(unet, scheduler, latents, prompt, negative, guidance):
             if guidance > 1.0:
                 uncond, cond = pred.chunk(2)
                 pred = uncond + guidance * (cond - uncond)
+                if rescale > 0.0:
+                    pred = rescale_noise_cfg(pred, cond, guidance_rescale=rescale)
             latents = scheduler.step(pred, t, latents).prev_sample
     return latents
 
@@ -92,6 +96,10 @@ def main():
             )
             io[f"{name}_g{guidance}"] = out.contiguous()
             print(f"{name} guidance {guidance}: |latents| {out.norm():.4f}")
+        out = run_loop(
+            unet, scheduler, io["latents"], io["prompt_embeds"], io["negative_prompt_embeds"], 7.5, 0.7
+        )
+        io[f"{name}_g7.5_rescale0.7"] = out.contiguous()
     save_file(io, os.path.join(OUT, "io.safetensors"))
 
 
