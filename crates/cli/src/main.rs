@@ -13,6 +13,7 @@ mod inpaint;
 mod interpolate;
 mod sample;
 mod schedule;
+mod tokenize;
 mod train;
 mod unet;
 
@@ -54,6 +55,9 @@ enum Command {
     /// Show a noise schedule: a table of beta, alpha_bar and SNR over t, or
     /// a plot comparing schedules (--plot FILE.png).
     Schedule(schedule::Args),
+    /// Show how a model's CLIP tokenizer reads a prompt: the ids the text
+    /// encoder gets (padded or cut to 77) and the tokens.
+    Tokenize(tokenize::Args),
     /// Train a diffusion model (the `trainer` binary); no arguments trains
     /// the default preset on the bundled digits.
     Train(train::Args),
@@ -93,6 +97,7 @@ fn main() -> std::process::ExitCode {
         Command::Eval(args) => eval::run(&args),
         Command::Sample(args) => sample::run(&args),
         Command::Schedule(args) => schedule::run(&args),
+        Command::Tokenize(args) => tokenize::run(&args),
         Command::Train(args) => train::run(&args),
         Command::Unet(args) => unet::run(&args),
         Command::Edit(args) => edit::run(&args),

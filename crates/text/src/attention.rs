@@ -6,6 +6,7 @@
 use tch::{nn, nn::Module, Tensor};
 
 use crate::config::ClipTextDims;
+use crate::layers::linear;
 
 /// Self-attention of one encoder layer.
 #[derive(Debug)]
@@ -16,24 +17,6 @@ pub struct ClipAttention {
     pub out_proj: nn::Linear,
     pub heads: i64,
     pub head_dim: i64,
-}
-
-/// `nn.Linear(cin, cout)` with weights from `N(0, std^2)` and zero bias,
-/// as transformers initialises CLIP's projections.
-pub(crate) fn linear(vs: nn::Path<'_>, cin: i64, cout: i64, std: f64) -> nn::Linear {
-    nn::linear(
-        vs,
-        cin,
-        cout,
-        nn::LinearConfig {
-            ws_init: nn::Init::Randn {
-                mean: 0.0,
-                stdev: std,
-            },
-            bs_init: Some(nn::Init::Const(0.0)),
-            bias: true,
-        },
-    )
 }
 
 impl ClipAttention {

@@ -5,19 +5,8 @@ use tch::{nn, nn::Module, Tensor};
 
 use crate::attention::ClipAttention;
 use crate::config::ClipTextDims;
+use crate::layers::layer_norm;
 use crate::mlp::ClipMlp;
-
-/// `nn.LayerNorm(hidden, eps)`: weight 1, bias 0.
-pub(crate) fn layer_norm(vs: nn::Path<'_>, hidden: i64, eps: f64) -> nn::LayerNorm {
-    nn::layer_norm(
-        vs,
-        vec![hidden],
-        nn::LayerNormConfig {
-            eps,
-            ..Default::default()
-        },
-    )
-}
 
 /// One pre-LN transformer layer.
 #[derive(Debug)]

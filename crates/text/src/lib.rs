@@ -12,7 +12,8 @@
 //!   key, and the [`ClipTextConfig::sd15`] preset.
 //! - [`activations`], [`embeddings`], [`attention`], [`mlp`], [`encoder`],
 //!   [`model`]: the blocks, one file each, named as in transformers;
-//!   variable names are the state-dict keys.
+//!   variable names are the state-dict keys; [`layers`]: the linear and
+//!   LayerNorm layers they are made of.
 //! - [`io`]: [`ClipTextModel`] (model + weights), loaded from a
 //!   `text_encoder/` folder or a pipeline folder, on a chosen device and
 //!   dtype.
@@ -40,6 +41,7 @@ pub mod embeddings;
 pub mod encoder;
 mod error;
 pub mod io;
+pub mod layers;
 pub mod mlp;
 pub mod model;
 pub mod tokenizer;

@@ -3,8 +3,8 @@
 use tch::{nn, nn::Module, Tensor};
 
 use crate::activations::Activation;
-use crate::attention::linear;
 use crate::config::ClipTextDims;
+use crate::layers::linear;
 
 /// The feed-forward block of one encoder layer.
 #[derive(Debug)]

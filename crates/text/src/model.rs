@@ -6,8 +6,9 @@ use tch::{nn, nn::Module, Kind, Tensor};
 
 use crate::config::{ClipTextDims, LEGACY_EOS_TOKEN_ID};
 use crate::embeddings::ClipTextEmbeddings;
-use crate::encoder::{layer_norm, ClipEncoder};
+use crate::encoder::ClipEncoder;
 use crate::error::{Error, Result};
+use crate::layers::layer_norm;
 
 /// What the text model computes for a batch of ids.
 #[derive(Debug)]

@@ -466,13 +466,8 @@ mod tests {
         // exactly full: nothing cut
         let e = tok.encode("ab a b ab").unwrap();
         assert_eq!(e.truncated, None);
-        assert_eq!(
-            tok.with_model_max_length(1)
-                .unwrap_err()
-                .to_string()
-                .contains("at least 2"),
-            true
-        );
+        let err = tok.with_model_max_length(1).unwrap_err().to_string();
+        assert!(err.contains("at least 2"), "{err}");
     }
 
     #[test]
