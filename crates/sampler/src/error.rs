@@ -57,6 +57,12 @@ pub enum Error {
     Unet(#[from] unet::Error),
 
     #[error(transparent)]
+    Text(#[from] text::Error),
+
+    #[error(transparent)]
+    Vae(#[from] vae::Error),
+
+    #[error(transparent)]
     Tensor(#[from] tensor::Error),
 
     #[error(transparent)]

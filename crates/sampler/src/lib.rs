@@ -78,6 +78,7 @@ pub mod sample;
 pub mod sigma;
 pub mod solver;
 mod tables;
+pub mod text_to_image;
 pub mod trajectory;
 mod x0;
 

@@ -1,0 +1,237 @@
+//! Text to image with a Stable-Diffusion-style pipeline folder, as
+//! diffusers' `StableDiffusionPipeline` does it: prompts -> CLIP tokenizer
+//! -> CLIP text encoder -> prompt embeddings (with the negative or empty
+//! prompt's for classifier-free guidance) -> the sampling loop on the
+//! `UNet2DConditionModel` from latents -> VAE decode -> images.
+//!
+//! The folder is a diffusers `StableDiffusionPipeline` save (`model_index.json`,
+//! `unet/`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`); the
+//! safety checker and feature extractor are not used.
+
+use std::path::{Path, PathBuf};
+
+use schedule::SchedulerConfig;
+use tch::{Device, Kind, Tensor};
+use text::{ClipTextModel, ClipTokenizer, DType};
+use unet::ConditionUNet;
+use vae::Vae;
+
+use crate::denoiser::Cond;
+use crate::guidance::{Conditioning, Guidance};
+use crate::pipeline::{scheduler_config_for, ModelIndex};
+use crate::{Error, Result};
+
+/// The pipeline classes whose folders this module reads.
+const SUPPORTED: &[&str] = &["StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline"];
+
+/// A loaded text-to-image pipeline.
+#[derive(Debug)]
+pub struct TextToImage {
+    pub root: PathBuf,
+    pub tokenizer: ClipTokenizer,
+    pub text_encoder: ClipTextModel,
+    pub unet: ConditionUNet,
+    pub vae: Vae,
+    /// `scheduler/scheduler_config.json`.
+    pub scheduler: SchedulerConfig,
+    /// Its `_class_name` (e.g. `PNDMScheduler`), when the file names one.
+    pub scheduler_class: Option<String>,
+}
+
+/// What to generate: the prompts and the guidance.
+#[derive(Debug, Clone)]
+pub struct Prompts {
+    /// One or more prompts; each gives `images_per_prompt` images.
+    pub prompts: Vec<String>,
+    /// What to steer away from (the empty prompt when `None`), shared by
+    /// every prompt.
+    pub negative_prompt: Option<String>,
+    /// Classifier-free guidance scale; 1 (or below): no guidance.
+    pub guidance_scale: f64,
+    /// diffusers' `guidance_rescale` (see [`Guidance::rescale`]).
+    pub guidance_rescale: f64,
+    pub images_per_prompt: usize,
+    /// Use the output of the layer this many before the last (diffusers'
+    /// `clip_skip`; the negative prompt's embedding does not use it, as in
+    /// diffusers).
+    pub clip_skip: Option<usize>,
+}
+
+/// The batch's conditioning and the warnings of its prompts.
+#[derive(Debug)]
+pub struct Encoded {
+    pub conditioning: Conditioning,
+    /// One line per prompt that was cut to the tokenizer's length.
+    pub warnings: Vec<String>,
+    /// The number of images (`prompts × images_per_prompt`).
+    pub batch: i64,
+}
+
+impl TextToImage {
+    /// Loads every component of the pipeline folder `dir` onto `device`
+    /// (f32 weights). Errors name the folder and the missing or
+    /// unsupported part.
+    pub fn load(dir: impl AsRef<Path>, device: Device) -> Result<Self> {
+        let root = dir.as_ref().to_path_buf();
+        let fail = |reason: String| Error::ModelFolder {
+            path: root.clone(),
+            reason,
+        };
+        let index_path = root.join("model_index.json");
+        if !index_path.is_file() {
+            return Err(fail(
+                "no model_index.json: a text-to-image model is a diffusers pipeline folder \
+                 (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)"
+                    .into(),
+            ));
+        }
+        let text = std::fs::read_to_string(&index_path).map_err(|e| Error::Io {
+            path: index_path.clone(),
+            source: e,
+        })?;
+        let index: ModelIndex = serde_json::from_str(&text).map_err(|e| Error::ModelFolder {
+            path: index_path.clone(),
+            reason: format!("not a diffusers model_index.json: {e}"),
+        })?;
+        if !SUPPORTED.contains(&index.class_name.as_str()) {
+            return Err(fail(format!(
+                "a {} folder: text to image reads {} folders (Stable Diffusion 1.x and 2.x)",
+                index.class_name,
+                SUPPORTED.join(" and ")
+            )));
+        }
+        for part in ["unet", "vae", "text_encoder", "tokenizer", "scheduler"] {
+            if !root.join(part).is_dir() {
+                return Err(fail(format!("the pipeline has no {part}/ folder")));
+            }
+        }
+        let tokenizer = ClipTokenizer::from_folder(root.join("tokenizer"))?;
+        let text_encoder = ClipTextModel::load(root.join("text_encoder"), device, DType::F32)?;
+        let unet = ConditionUNet::load(root.join("unet"), device)?;
+        let vae = Vae::load(root.join("vae"), device)?;
+        let scheduler = scheduler_config_for(&root)?;
+        let scheduler_class = scheduler
+            .extra
+            .get("_class_name")
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        let width = unet.config().encoder_width();
+        let hidden = text_encoder.dims().hidden_size;
+        if width != hidden {
+            return Err(fail(format!(
+                "the U-Net's cross_attention_dim is {width} but the text encoder's hidden_size \
+                 is {hidden}"
+            )));
+        }
+        Ok(TextToImage {
+            root,
+            tokenizer,
+            text_encoder,
+            unet,
+            vae,
+            scheduler,
+            scheduler_class,
+        })
+    }
+
+    /// Pixels per latent cell (8 for Stable Diffusion).
+    pub fn vae_scale_factor(&self) -> i64 {
+        1 << (self.vae.config().block_out_channels.len().saturating_sub(1))
+    }
+
+    /// The default `(height, width)`: the U-Net's `sample_size` times the
+    /// VAE factor (512 x 512 for SD 1.x).
+    pub fn default_size(&self) -> (i64, i64) {
+        let (h, w) = self.unet.config().sample_hw().unwrap_or((64, 64));
+        let f = self.vae_scale_factor();
+        (h * f, w * f)
+    }
+
+    /// The shape of the latents of `n` images of `height x width` pixels;
+    /// errors (naming the flag-free field) unless both are positive
+    /// multiples of the VAE factor.
+    pub fn latent_shape(&self, n: i64, height: i64, width: i64) -> Result<[i64; 4]> {
+        let f = self.vae_scale_factor();
+        for (name, v) in [("height", height), ("width", width)] {
+            if v <= 0 || v % f != 0 {
+                return Err(Error::Shape(format!(
+                    "{name} {v}: expected a positive multiple of {f} (the VAE's factor)"
+                )));
+            }
+        }
+        Ok([n, self.unet.config().in_channels, height / f, width / f])
+    }
+
+    /// The prompt embeddings of `prompts` (`[N, 77, D]`) and a warning for
+    /// each prompt cut to the tokenizer's length.
+    pub fn embed(
+        &self,
+        prompts: &[String],
+        clip_skip: Option<usize>,
+    ) -> Result<(Tensor, Vec<String>)> {
+        let encodings = self.tokenizer.encode_batch(prompts)?;
+        let warnings = encodings
+            .iter()
+            .filter_map(|e| e.truncation_warning())
+            .collect();
+        let device = self.text_encoder.device();
+        let (ids, mask) = text::batch_tensors(&encodings, device)?;
+        // diffusers passes the mask only to encoders whose config asks for it
+        // (`use_attention_mask`); CLIP's causal mask makes padding harmless.
+        let use_mask = self
+            .text_encoder
+            .config
+            .extra
+            .get("use_attention_mask")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        let mask = use_mask.then_some(&mask);
+        let embeds = tch::no_grad(|| self.text_encoder.prompt_embeds(&ids, mask, clip_skip))?;
+        Ok((embeds, warnings))
+    }
+
+    /// The conditioning of a batch, as diffusers' `encode_prompt` makes it:
+    /// each prompt's embedding repeated `images_per_prompt` times (p1, p1,
+    /// p2, p2, ...), and with guidance the negative (or empty) prompt's.
+    pub fn encode(&self, p: &Prompts) -> Result<Encoded> {
+        if p.prompts.is_empty() {
+            return Err(Error::Labels("no prompt given".into()));
+        }
+        if p.images_per_prompt == 0 {
+            return Err(Error::Labels("images_per_prompt must be at least 1".into()));
+        }
+        let (embeds, mut warnings) = self.embed(&p.prompts, p.clip_skip)?;
+        let repeat = p.images_per_prompt as i64;
+        let embeds = embeds.f_repeat_interleave_self_int(repeat, Some(0), None)?;
+        let batch = embeds.size()[0];
+        let cond = Cond::text(embeds, None);
+        let conditioning = if p.guidance_scale > 1.0 {
+            let negative = p.negative_prompt.clone().unwrap_or_default();
+            let (uncond, w) = self.embed(&[negative], None)?;
+            warnings.extend(w);
+            Conditioning {
+                cond,
+                guidance: Some(Guidance {
+                    rescale: p.guidance_rescale,
+                    ..Guidance::new(p.guidance_scale, Cond::text(uncond, None))
+                }),
+            }
+        } else {
+            Conditioning::from(cond)
+        };
+        Ok(Encoded {
+            conditioning,
+            warnings,
+            batch,
+        })
+    }
+
+    /// Images in [0, 1] (`[N, 3, H, W]`, f32 on the CPU) of final latents,
+    /// as diffusers' `output_type="pt"` gives them.
+    pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
+        let images = self.vae.decode_latents(latents)?;
+        Ok((images.f_to_kind(Kind::Float)? / 2.0 + 0.5)
+            .f_clamp(0.0, 1.0)?
+            .f_to_device(Device::Cpu)?)
+    }
+}
