@@ -15,6 +15,7 @@ mod sample;
 mod schedule;
 mod tokenize;
 mod train;
+mod txt2img;
 mod unet;
 
 use clap::{Parser, Subcommand};
@@ -58,6 +59,9 @@ enum Command {
     /// Show how a model's CLIP tokenizer reads a prompt: the ids the text
     /// encoder gets (padded or cut to 77) and the tokens.
     Tokenize(tokenize::Args),
+    /// Pictures from prompts with a Stable-Diffusion-style pipeline folder
+    /// (PNGs, a grid, and --trajectory: every step decoded).
+    Txt2img(txt2img::Args),
     /// Train a diffusion model (the `trainer` binary); no arguments trains
     /// the default preset on the bundled digits.
     Train(train::Args),
@@ -98,6 +102,7 @@ fn main() -> std::process::ExitCode {
         Command::Sample(args) => sample::run(&args),
         Command::Schedule(args) => schedule::run(&args),
         Command::Tokenize(args) => tokenize::run(&args),
+        Command::Txt2img(args) => txt2img::run(&args),
         Command::Train(args) => train::run(&args),
         Command::Unet(args) => unet::run(&args),
         Command::Edit(args) => edit::run(&args),
