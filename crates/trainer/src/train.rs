@@ -48,8 +48,14 @@ pub fn resolve_resume(spec: &str, runs_dir: &Path) -> Result<PathBuf> {
             .ok_or_else(|| Error::NothingToResume(dir.to_path_buf()))
     };
     if spec == "latest" {
-        let mut runs: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(runs_dir)
-            .map_err(|e| Error::io(runs_dir, e))?
+        let entries = match std::fs::read_dir(runs_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NothingToResume(runs_dir.to_path_buf()))
+            }
+            Err(e) => return Err(Error::io(runs_dir, e)),
+        };
+        let mut runs: Vec<(std::time::SystemTime, PathBuf)> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| !checkpoint::list(&p.join("checkpoints")).is_empty())
             .filter_map(|p| {
@@ -174,5 +180,27 @@ impl Trainer {
             world_size: self.dist.world_size(),
             params_digest,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_resume_path_says_no_such_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.safetensors");
+        let err = resolve_resume(missing.to_str().unwrap(), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, format!("no such file: {}", missing.display()));
+        let err = resolve_resume("latest", &dir.path().join("no-runs"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("no checkpoint to resume from in ") && err.ends_with("no-runs"),
+            "{err}"
+        );
     }
 }
