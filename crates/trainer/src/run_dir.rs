@@ -6,7 +6,9 @@
 //! - `metrics.jsonl`: one JSON object per logged step;
 //! - `loss.png`: the loss curve, redrawn as training goes;
 //! - `samples/step-XXXXXX.png`: grids sampled from fixed noise;
-//! - `checkpoints/step-XXXXXX.safetensors`: full training state;
+//! - `checkpoints/step-XXXXXX.safetensors`: full training state (files are
+//!   written atomically; the temporary files of a killed write are removed
+//!   at the next start or resume, [`RunDir::remove_stale_temps`]);
 //! - `model_index.json`, `unet/`, `scheduler/`: a diffusers `DDPMPipeline`
 //!   export of the EMA model, which `sampler --model RUN_DIR` and diffusers
 //!   both load.
@@ -55,6 +57,30 @@ impl RunDir {
     }
     pub fn loss_plot(&self) -> PathBuf {
         self.root.join("loss.png")
+    }
+
+    /// Removes the temporary files that writes killed midway (`kill -9`, a
+    /// power cut) left in the run folder and its subfolders, when their
+    /// writer no longer runs (see [`tensor::fs::remove_stale_temps`]); a
+    /// live writer's are kept. Logs and returns what was removed.
+    pub fn remove_stale_temps(&self) -> Vec<PathBuf> {
+        let mut removed = Vec::new();
+        for dir in [
+            self.root.clone(),
+            self.checkpoints(),
+            self.samples(),
+            self.root.join("unet"),
+            self.root.join("scheduler"),
+        ] {
+            removed.extend(tensor::fs::remove_stale_temps(&dir));
+        }
+        for path in &removed {
+            tracing::warn!(
+                "removed {}, left by a write that was interrupted",
+                path.display()
+            );
+        }
+        removed
     }
 
     /// Writes `run.json`.

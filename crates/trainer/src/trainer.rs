@@ -127,7 +127,9 @@ impl Trainer {
         // Only rank 0 writes the run folder.
         let main = dist.is_main();
         let run = if main {
-            RunDir::create(run_root)?
+            let run = RunDir::create(run_root)?;
+            run.remove_stale_temps();
+            run
         } else {
             RunDir { root: run_root }
         };

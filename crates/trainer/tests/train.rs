@@ -315,6 +315,16 @@ fn sigkill_during_saves_leaves_loadable_checkpoints() {
         let ck = checkpoint::load(path, Device::Cpu).unwrap_or_else(|e| panic!("step {step}: {e}"));
         assert_eq!(ck.step, *step);
     }
+    // Temporary files of writes cut short: the killed trainer's (its process
+    // is gone) are removed on resume; a live process's are kept.
+    let ckdir = run.join("checkpoints");
+    let dead = ckdir.join(format!(".step-999998.safetensors.tmp-{}-0", child.id()));
+    let live = ckdir.join(format!(
+        ".step-999999.safetensors.tmp-{}-0",
+        std::process::id()
+    ));
+    std::fs::write(&dead, b"partial").unwrap();
+    std::fs::write(&live, b"partial").unwrap();
     // and the run resumes from the newest one
     let latest = all.last().unwrap().1.clone();
     let s = train(
@@ -327,4 +337,16 @@ fn sigkill_during_saves_leaves_loadable_checkpoints() {
     )
     .unwrap();
     assert_eq!(s.steps, all.last().unwrap().0 + 1);
+    let temps: Vec<String> = std::fs::read_dir(&ckdir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(!dead.exists(), "the killed writer's temporary file is removed");
+    let live_name = live.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(
+        temps,
+        [live_name],
+        "only the live writer's temporary file is left"
+    );
 }
