@@ -10,6 +10,8 @@
 //! - [`fs`]: atomic file writes (temp file + rename) used for every output.
 //! - [`io_error`]: I/O errors worded as a person expects (`no such file: PATH`).
 //! - [`layout`]: channels-last memory format for 4-d tensors.
+//! - `logging` (feature `logging`): the log output of the binaries (quiet
+//!   by default, `-v` for more, no colour codes when not on a terminal).
 //! - [`runtime`]: what libtorch this process runs on (version, threads, CUDA).
 //! - [`distributed`]: multi-process collectives on c10d (Gloo, NCCL), as
 //!   torch.distributed runs them.
@@ -23,6 +25,8 @@ pub mod fs;
 pub mod image;
 pub mod io_error;
 pub mod layout;
+#[cfg(feature = "logging")]
+pub mod logging;
 pub mod runtime;
 pub mod safetensors;
 pub mod seed;
