@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::hooks::Hooks;
-use crate::progress::Progress;
+use crate::progress::{Lines, Progress};
 use crate::{checkpoint, Error, Result, TrainConfig, Trainer};
 
 pub use crate::objective::{objective, Batch};
@@ -86,14 +86,19 @@ pub fn resolve_resume(spec: &str, runs_dir: &Path) -> Result<PathBuf> {
 
 /// Trains a model as `config` says. With `opts.resume`, the checkpoint's
 /// config is used instead (with `opts.steps` as the new total, if given).
-/// `opts.progress` shows a progress bar with the `cli` feature (rank 0).
+/// `opts.progress` shows the progress on stderr (rank 0): a progress bar
+/// when stderr is a terminal (with the `cli` feature), else plain lines
+/// ([`Lines`]).
 pub fn train(config: TrainConfig, opts: &TrainOptions) -> Result<Summary> {
     let mut trainer = Trainer::new(config, opts)?;
+    if !(opts.progress && trainer.is_main()) {
+        return trainer.run(&mut ());
+    }
     #[cfg(feature = "cli")]
-    if opts.progress && trainer.is_main() {
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         return trainer.run(&mut crate::progress::Bar::new());
     }
-    trainer.run(&mut ())
+    trainer.run(&mut Lines::stderr())
 }
 
 impl Trainer {
@@ -151,6 +156,8 @@ impl Trainer {
             if every(self.config.eval.every) {
                 hooks.evaluate(self, Some(progress))?;
             }
+            // After the step's hooks, so its line shows its evaluation.
+            progress.position(self.step);
         }
         Ok(false)
     }
