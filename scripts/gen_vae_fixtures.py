@@ -25,7 +25,7 @@ It also writes fixtures/presets.json: for each preset of VaeConfig, its
 config, the state-dict names and shapes and the parameter count.
 
 --check-ours DIR: DIR holds VAE folders written by the Rust crate
-(`cargo run -p vae --example export_check -- DIR`), each with
+(`cargo run -p vae --example export_vae_check -- DIR`), each with
 io.safetensors holding the inputs and the outputs our implementation
 computed. Each folder is loaded with AutoencoderKL.from_pretrained; the check
 fails if a key is missing or unexpected, or if the relative L2 error of

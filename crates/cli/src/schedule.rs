@@ -55,6 +55,8 @@ pub fn run(args: &Args) -> anyhow::Result<std::process::ExitCode> {
             .collect();
         plot::save_png(path, &series, &PlotOptions::default())
             .with_context(|| format!("--plot {}", path.display()))?;
+        // On stderr: stdout holds the table, which may be piped on.
+        eprintln!("wrote {}", path.display());
     }
     let mut out = BufWriter::new(io::stdout().lock());
     let printed = if args.json {

@@ -23,11 +23,12 @@ pub enum Error {
     #[error("{path}: {message}")]
     BadFile { path: PathBuf, message: String },
 
-    #[error("{path}: {source}")]
+    /// A file or folder that cannot be read or written; displayed as
+    /// [`tensor::io_error::describe`] words it (`no such file: PATH`).
+    #[error("{}", tensor::io_error::describe(path, error))]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     #[error(transparent)]

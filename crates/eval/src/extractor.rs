@@ -64,7 +64,7 @@ impl Extractor {
         let read = || {
             std::fs::read(path).map_err(|source| Error::Io {
                 path: path.to_path_buf(),
-                source,
+                error: source,
             })
         };
         let ext = path

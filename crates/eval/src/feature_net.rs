@@ -187,7 +187,7 @@ impl FeatureNet {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|source| Error::Io {
             path: path.to_path_buf(),
-            source,
+            error: source,
         })?;
         Self::from_bytes(&bytes, path, device)
     }

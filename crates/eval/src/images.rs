@@ -63,7 +63,7 @@ pub fn from_spec(
 pub fn sample_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let io = |source| Error::Io {
         path: dir.to_path_buf(),
-        source,
+        error: source,
     };
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {

@@ -158,7 +158,7 @@ impl Reference {
         if let Some(dir) = file.parent() {
             std::fs::create_dir_all(dir).map_err(|source| Error::Io {
                 path: dir.to_path_buf(),
-                source,
+                error: source,
             })?;
         }
         let stats = self.gaussian.to_tensors();

@@ -393,7 +393,7 @@ pub fn run(args: &Args) -> Result<Summary> {
 
     std::fs::create_dir_all(&args.out).map_err(|source| Error::Io {
         path: args.out.clone(),
-        source,
+        error: source,
     })?;
     for i in 0..n {
         save_image(

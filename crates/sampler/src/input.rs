@@ -103,7 +103,13 @@ impl InputSpec {
     /// neighbour, so it stays binary).
     pub fn load_mask(&self, path: &Path, image: &Path) -> Result<Tensor> {
         let size_of = |p: &Path| {
-            image::image_dimensions(p).map_err(|e| input_error(p, format!("cannot read: {e}")))
+            image::image_dimensions(p).map_err(|e| match e {
+                image::ImageError::IoError(error) => Error::Io {
+                    path: p.to_path_buf(),
+                    error,
+                },
+                e => input_error(p, format!("cannot read: {e}")),
+            })
         };
         let (mw, mh) = size_of(path)?;
         let (iw, ih) = size_of(image)?;
@@ -218,5 +224,8 @@ mod tests {
             e.contains("s.png") && e.contains("4x4") && e.contains("8x8"),
             "{e}"
         );
+        let missing = dir.path().join("missing.png");
+        let e = spec.load_mask(&missing, &image).unwrap_err().to_string();
+        assert_eq!(e, format!("no such file: {}", missing.display()));
     }
 }

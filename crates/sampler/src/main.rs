@@ -12,6 +12,10 @@ use clap::Parser;
 struct Cli {
     #[command(flatten)]
     args: sampler::cli::Args,
+    /// More log output on stderr: -v info, -vv debug (default: warnings
+    /// only; RUST_LOG, when set, overrides).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
 }
 
 fn run(args: &sampler::cli::Args) -> anyhow::Result<()> {
@@ -22,14 +26,8 @@ fn run(args: &sampler::cli::Args) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     tensor::runtime::tune_allocator();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    logging::init(cli.verbose);
     match run(&cli.args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -241,7 +241,7 @@ pub fn read_run_info(dir: &Path) -> Result<Option<RunInfo>> {
 fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
-        source,
+        error: source,
     })
 }
 

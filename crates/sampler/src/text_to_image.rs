@@ -87,7 +87,7 @@ impl TextToImage {
         }
         let text = std::fs::read_to_string(&index_path).map_err(|e| Error::Io {
             path: index_path.clone(),
-            source: e,
+            error: e,
         })?;
         let index: ModelIndex = serde_json::from_str(&text).map_err(|e| Error::ModelFolder {
             path: index_path.clone(),

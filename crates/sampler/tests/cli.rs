@@ -12,10 +12,11 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
+/// Runs the binary as a user would (no RUST_LOG), output captured.
 fn sampler(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sampler"))
         .args(args)
-        .env("RUST_LOG", "warn")
+        .env_remove("RUST_LOG")
         .output()
         .expect("the sampler binary runs")
 }
@@ -65,6 +66,11 @@ fn ddim_on_a_diffusers_pipeline_reproduces_diffusers() {
         "sampler failed: {}",
         String::from_utf8_lossy(&run.stderr)
     );
+    // Quiet by default: nothing on stderr, where the images went on stdout.
+    assert_eq!(String::from_utf8_lossy(&run.stderr), "");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.starts_with("sampled "), "{stdout}");
+    assert!(stdout.contains(images.to_str().unwrap()), "{stdout}");
     let ours = tensor::safetensors::load(&out, Device::Cpu).unwrap();
     let samples = &ours["samples"];
     assert_eq!(samples.kind(), Kind::Float);
@@ -77,6 +83,33 @@ fn ddim_on_a_diffusers_pipeline_reproduces_diffusers() {
         assert!(images.join(name).is_file(), "{name} missing");
     }
     assert!(gif.is_file());
+}
+
+#[test]
+fn verbose_flags_add_plain_log_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixtures().join("tiny_pipeline");
+    let out = dir.path().join("o");
+    let run = sampler(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--num-images",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+        "-vv",
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("DEBUG"), "-vv shows debug lines: {stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "no colour codes in a pipe: {stderr:?}"
+    );
 }
 
 /// Runs the binary expecting failure; returns its one-line message.

@@ -180,7 +180,7 @@ impl SchedulerConfig {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
             path: path.to_path_buf(),
-            source,
+            error: source,
         })?;
         Self::parse(&text, &path.display().to_string())
     }

@@ -43,11 +43,12 @@ pub enum Error {
         source: serde_json::Error,
     },
 
-    #[error("{path}: {source}")]
+    /// A file or folder that cannot be read or written; displayed as
+    /// [`tensor::io_error::describe`] words it (`no such file: PATH`).
+    #[error("{}", tensor::io_error::describe(path, error))]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     #[error("plot: {0}")]

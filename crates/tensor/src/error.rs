@@ -28,11 +28,12 @@ pub enum Error {
         reason: String,
     },
 
-    #[error("{path}: {source}")]
+    /// A file or folder that cannot be read or written; displayed as
+    /// [`crate::io_error::describe`] words it (`no such file: PATH`).
+    #[error("{}", crate::io_error::describe(path, error))]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     #[error("{path}: not a valid safetensors file: {reason}")]
@@ -76,10 +77,10 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! - [`image`]: images (8/16-bit grey, grey+alpha, RGB, RGBA) <-> `[C, H, W]`
 //!   tensors in [-1, 1], and sample grids.
 //! - [`fs`]: atomic file writes (temp file + rename) used for every output.
+//! - [`io_error`]: I/O errors worded as a person expects (`no such file: PATH`).
 //! - [`layout`]: channels-last memory format for 4-d tensors.
 //! - [`runtime`]: what libtorch this process runs on (version, threads, CUDA).
 //! - [`distributed`]: multi-process collectives on c10d (Gloo, NCCL), as
@@ -20,6 +21,7 @@ pub mod dtype;
 mod error;
 pub mod fs;
 pub mod image;
+pub mod io_error;
 pub mod layout;
 pub mod runtime;
 pub mod safetensors;

@@ -12,11 +12,10 @@ pub enum Error {
     NotAModelFolder { path: PathBuf, reason: String },
 
     /// A file or folder is missing or unreadable.
-    #[error("{path}: {source}")]
+    #[error("{}", tensor::io_error::describe(path, error))]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     /// A JSON file that does not parse, or a field of the wrong type; `field`
@@ -82,7 +81,7 @@ impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 

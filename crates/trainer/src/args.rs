@@ -62,7 +62,9 @@ pub struct Args {
     /// Print the resolved config as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
-    /// No progress bar.
+    /// No progress display. (Without it: a progress bar on a terminal, and
+    /// a plain progress line every 30 s or tenth of the run when stderr is
+    /// not a terminal: step, loss, img/s, ETA, the last FD.)
     #[arg(long)]
     pub quiet: bool,
     /// Train data-parallel in N local processes (c10d: Gloo on the CPU, NCCL

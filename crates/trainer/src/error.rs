@@ -6,11 +6,12 @@ use std::path::PathBuf;
 /// flag at fault and what was expected.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
+    /// A file or folder that cannot be read or written; displayed as
+    /// [`tensor::io_error::describe`] words it (`no such file: PATH`).
+    #[error("{}", tensor::io_error::describe(path, error))]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     #[error("{path}: invalid training config: {reason}")]
@@ -63,10 +64,10 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error,
         }
     }
 }

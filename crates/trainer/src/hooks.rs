@@ -9,7 +9,7 @@ use tch::Tensor;
 
 use crate::checkpoint::{self, Snapshot};
 use crate::evaluate::{self, Evaluator};
-use crate::progress::Progress;
+use crate::progress::{Fd, Progress, Status};
 use crate::run_dir::{self, RunDir};
 use crate::step::StepOutput;
 use crate::trainer::Trainer;
@@ -28,8 +28,8 @@ pub(crate) struct Hooks {
     /// Losses since the last metrics line.
     window: Vec<f64>,
     pub(crate) last_loss: Option<f64>,
-    /// The status line shown by the progress bar.
-    status: String,
+    /// The latest numbers, as the progress display shows them.
+    status: Status,
 }
 
 impl Hooks {
@@ -57,7 +57,7 @@ impl Hooks {
             images: 0,
             window: Vec::new(),
             last_loss: None,
-            status: String::new(),
+            status: Status::default(),
         })
     }
 
@@ -109,10 +109,10 @@ impl Hooks {
                     "img_per_s": rate, "epoch": epoch,
                 }),
             )?;
-            self.status = format!("loss {mean:.4}  {rate:.0} img/s");
-            progress.message(&self.status);
+            self.status.loss = Some(mean);
+            self.status.images_per_second = Some(rate);
+            progress.status(&self.status);
         }
-        progress.position(step);
         Ok(())
     }
 
@@ -145,7 +145,7 @@ impl Hooks {
 
     /// Evaluates the EMA weights, logs the metrics and keeps the best
     /// checkpoint (rank 0; a no-op when evaluation is off). With `progress`,
-    /// the FD joins the status line.
+    /// the FD joins the status.
     pub(crate) fn evaluate(
         &mut self,
         t: &Trainer,
@@ -175,9 +175,13 @@ impl Hooks {
             "evaluation ({})",
             e.label()
         );
+        self.status.fd = Some(Fd {
+            label: e.label().to_string(),
+            value: report.fd,
+            step,
+        });
         if let Some(p) = progress {
-            self.status = format!("{}  FD-{} {:.3}", self.status, e.label(), report.fd);
-            p.message(&self.status);
+            p.status(&self.status);
         }
         Ok(())
     }

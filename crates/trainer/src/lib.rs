@@ -18,7 +18,8 @@
 //! - [`checkpoint`]: one safetensors file with the whole training state;
 //! - [`evaluate`]: FD/KID during training, and the best checkpoint;
 //! - [`run_dir`]: the run folder, metrics and the diffusers export;
-//! - [`progress`]: what the loop reports as it goes (a progress bar in the CLI);
+//! - [`progress`]: what the loop reports as it goes (a progress bar on a
+//!   terminal, plain progress lines otherwise);
 //! - `args` (feature `cli`, on by default): the command line shared by
 //!   `trainer` and `lmzh train`;
 //! - [`distributed`]: data-parallel training over several processes (c10d:

@@ -13,18 +13,16 @@ use std::process::ExitCode;
 struct Cli {
     #[command(flatten)]
     args: trainer::args::Args,
+    /// More log output on stderr: -v info, -vv debug (default: warnings
+    /// only; RUST_LOG, when set, overrides).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
 }
 
 fn main() -> ExitCode {
     tensor::runtime::tune_allocator();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    logging::init(cli.verbose);
     let interrupt = trainer::args::interrupt_flag();
     match cli.args.run(interrupt) {
         Ok(Some(summary)) => {

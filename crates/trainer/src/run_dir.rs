@@ -4,9 +4,12 @@
 //! - `run.json`: what sampling needs besides the model (class names, the
 //!   null label, preprocessing);
 //! - `metrics.jsonl`: one JSON object per logged step;
-//! - `loss.png`: the loss curve, redrawn as training goes;
+//! - `loss.png`: the loss curve, redrawn as training goes, and beside it the
+//!   FD over the steps once evaluation has run;
 //! - `samples/step-XXXXXX.png`: grids sampled from fixed noise;
-//! - `checkpoints/step-XXXXXX.safetensors`: full training state;
+//! - `checkpoints/step-XXXXXX.safetensors`: full training state (files are
+//!   written atomically; the temporary files of a killed write are removed
+//!   at the next start or resume, [`RunDir::remove_stale_temps`]);
 //! - `model_index.json`, `unet/`, `scheduler/`: a diffusers `DDPMPipeline`
 //!   export of the EMA model, which `sampler --model RUN_DIR` and diffusers
 //!   both load.
@@ -57,6 +60,30 @@ impl RunDir {
         self.root.join("loss.png")
     }
 
+    /// Removes the temporary files that writes killed midway (`kill -9`, a
+    /// power cut) left in the run folder and its subfolders, when their
+    /// writer no longer runs (see [`tensor::fs::remove_stale_temps`]); a
+    /// live writer's are kept. Logs and returns what was removed.
+    pub fn remove_stale_temps(&self) -> Vec<PathBuf> {
+        let mut removed = Vec::new();
+        for dir in [
+            self.root.clone(),
+            self.checkpoints(),
+            self.samples(),
+            self.root.join("unet"),
+            self.root.join("scheduler"),
+        ] {
+            removed.extend(tensor::fs::remove_stale_temps(&dir));
+        }
+        for path in &removed {
+            tracing::warn!(
+                "removed {}, left by a write that was interrupted",
+                path.display()
+            );
+        }
+        removed
+    }
+
     /// Writes `run.json`.
     pub fn write_info(&self, info: &RunInfo) -> Result<()> {
         let text = serde_json::to_string_pretty(info).expect("serialisable");
@@ -95,6 +122,26 @@ pub fn read_losses(path: &Path) -> Vec<(u64, f64)> {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|v| Some((v.get("step")?.as_u64()?, v.get("loss")?.as_f64()?)))
         .collect()
+}
+
+/// The (step, FD) pairs of the evaluations in `metrics.jsonl`, and the
+/// feature net's label (`DIGITS`) of the last one.
+pub fn read_fd(path: &Path) -> (Vec<(u64, f64)>, Option<String>) {
+    let mut label = None;
+    let points = std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| {
+            let eval = v.get("eval")?;
+            let point = (v.get("step")?.as_u64()?, eval.get("fd")?.as_f64()?);
+            if let Some(l) = eval.get("feature_net").and_then(|l| l.as_str()) {
+                label = Some(l.to_string());
+            }
+            Some(point)
+        })
+        .collect();
+    (points, label)
 }
 
 /// Keeps only the lines of `metrics.jsonl` up to `step` (on resume, the
@@ -170,6 +217,14 @@ mod tests {
         assert_eq!(read_losses(&p).len(), 5);
         truncate_metrics(&p, 2).unwrap();
         assert_eq!(read_losses(&p), [(0, 0.0), (1, 0.1), (2, 0.2)]);
+        assert_eq!(read_fd(&p), (vec![], None));
+        append_metrics(
+            &p,
+            &serde_json::json!({"step": 2, "eval": {"feature_net": "DIGITS", "fd": 12.5}}),
+        )
+        .unwrap();
+        assert_eq!(read_fd(&p), (vec![(2, 12.5)], Some("DIGITS".into())));
+        assert_eq!(read_losses(&p).len(), 3, "evaluation lines hold no loss");
     }
 
     #[test]

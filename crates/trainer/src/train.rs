@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::hooks::Hooks;
-use crate::progress::Progress;
+use crate::progress::{Lines, Progress};
 use crate::{checkpoint, Error, Result, TrainConfig, Trainer};
 
 pub use crate::objective::{objective, Batch};
@@ -48,8 +48,14 @@ pub fn resolve_resume(spec: &str, runs_dir: &Path) -> Result<PathBuf> {
             .ok_or_else(|| Error::NothingToResume(dir.to_path_buf()))
     };
     if spec == "latest" {
-        let mut runs: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(runs_dir)
-            .map_err(|e| Error::io(runs_dir, e))?
+        let entries = match std::fs::read_dir(runs_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NothingToResume(runs_dir.to_path_buf()))
+            }
+            Err(e) => return Err(Error::io(runs_dir, e)),
+        };
+        let mut runs: Vec<(std::time::SystemTime, PathBuf)> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| !checkpoint::list(&p.join("checkpoints")).is_empty())
             .filter_map(|p| {
@@ -80,14 +86,19 @@ pub fn resolve_resume(spec: &str, runs_dir: &Path) -> Result<PathBuf> {
 
 /// Trains a model as `config` says. With `opts.resume`, the checkpoint's
 /// config is used instead (with `opts.steps` as the new total, if given).
-/// `opts.progress` shows a progress bar with the `cli` feature (rank 0).
+/// `opts.progress` shows the progress on stderr (rank 0): a progress bar
+/// when stderr is a terminal (with the `cli` feature), else plain lines
+/// ([`Lines`]).
 pub fn train(config: TrainConfig, opts: &TrainOptions) -> Result<Summary> {
     let mut trainer = Trainer::new(config, opts)?;
+    if !(opts.progress && trainer.is_main()) {
+        return trainer.run(&mut ());
+    }
     #[cfg(feature = "cli")]
-    if opts.progress && trainer.is_main() {
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         return trainer.run(&mut crate::progress::Bar::new());
     }
-    trainer.run(&mut ())
+    trainer.run(&mut Lines::stderr())
 }
 
 impl Trainer {
@@ -145,6 +156,8 @@ impl Trainer {
             if every(self.config.eval.every) {
                 hooks.evaluate(self, Some(progress))?;
             }
+            // After the step's hooks, so its line shows its evaluation.
+            progress.position(self.step);
         }
         Ok(false)
     }
@@ -174,5 +187,27 @@ impl Trainer {
             world_size: self.dist.world_size(),
             params_digest,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_resume_path_says_no_such_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.safetensors");
+        let err = resolve_resume(missing.to_str().unwrap(), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, format!("no such file: {}", missing.display()));
+        let err = resolve_resume("latest", &dir.path().join("no-runs"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("no checkpoint to resume from in ") && err.ends_with("no-runs"),
+            "{err}"
+        );
     }
 }

@@ -33,7 +33,8 @@ pub struct TrainOptions {
     pub resume: Option<PathBuf>,
     /// Stop (with a checkpoint) after this step, before `config.steps`.
     pub stop_after: Option<u64>,
-    /// Show a progress bar (with the `cli` feature; [`crate::train()`]).
+    /// Show the progress on stderr ([`crate::train()`]): a bar on a
+    /// terminal (with the `cli` feature), plain lines otherwise.
     pub progress: bool,
     /// Set to stop cleanly with a checkpoint (Ctrl-C).
     pub interrupt: Option<Arc<AtomicBool>>,
@@ -127,7 +128,9 @@ impl Trainer {
         // Only rank 0 writes the run folder.
         let main = dist.is_main();
         let run = if main {
-            RunDir::create(run_root)?
+            let run = RunDir::create(run_root)?;
+            run.remove_stale_temps();
+            run
         } else {
             RunDir { root: run_root }
         };

@@ -6,11 +6,22 @@ use std::path::{Path, PathBuf};
 
 use tch::Device;
 use trainer::checkpoint;
-use trainer::{train, TrainConfig, TrainOptions};
+use trainer::progress::Lines;
+use trainer::{train, TrainConfig, TrainOptions, Trainer};
 
 /// A run that takes a second or two (batch 8).
 fn tiny(dir: &Path, name: &str, steps: u64) -> TrainConfig {
     common::tiny(dir, name, steps, 8)
+}
+
+/// A tiny run with an evaluation at step 3 and at the end.
+fn with_eval(dir: &Path, name: &str, steps: u64) -> TrainConfig {
+    let mut c = tiny(dir, name, steps);
+    c.eval.every = 3;
+    c.eval.num_images = 12;
+    c.eval.steps = 2;
+    c.eval.reference_limit = 200;
+    c
 }
 
 fn opts() -> TrainOptions {
@@ -144,12 +155,9 @@ fn resume_is_bit_identical_to_a_straight_run() {
 #[test]
 fn evaluation_logs_metrics_and_keeps_the_best_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = tiny(dir.path(), "eval", 6);
-    c.eval.every = 3;
-    c.eval.num_images = 12;
-    c.eval.steps = 2;
-    c.eval.reference_limit = 200;
-    let run = train(c, &opts()).unwrap().run_dir;
+    let run = train(with_eval(dir.path(), "eval", 6), &opts())
+        .unwrap()
+        .run_dir;
     let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     let evals: Vec<serde_json::Value> = text
         .lines()
@@ -181,6 +189,90 @@ fn evaluation_logs_metrics_and_keeps_the_best_checkpoint() {
         .unwrap();
     let best = checkpoint::load(&run.join("checkpoints/best.safetensors"), Device::Cpu).unwrap();
     assert_eq!(best.step, best_step);
+}
+
+#[test]
+fn progress_lines_for_logs_are_plain_and_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = Trainer::new(with_eval(dir.path(), "lines", 6), &opts()).unwrap();
+    let mut lines = Lines::new(Vec::new(), std::time::Duration::from_secs(3600));
+    t.run(&mut lines).unwrap();
+    let text = String::from_utf8(lines.into_inner()).unwrap();
+    assert!(!text.contains('\x1b'), "escape codes in {text:?}");
+    let lines: Vec<&str> = text.lines().collect();
+    // A tenth of 6 steps is less than one: a line after every step.
+    assert_eq!(lines.len(), 6, "{text}");
+    for (i, line) in lines.iter().enumerate() {
+        let step = i + 1;
+        assert!(line.starts_with(&format!("step {step}/6 (")), "{line}");
+        for field in ["  loss 0.", " img/s  ", "  elapsed "] {
+            assert!(line.contains(field), "{field:?} missing: {line}");
+        }
+        assert!(
+            line.contains(if step < 6 { "  ETA " } else { "  done" }),
+            "{line}"
+        );
+        // The FD of the evaluation at step 3, from then on.
+        assert_eq!(line.contains("FD-DIGITS "), step >= 3, "{line}");
+    }
+    assert!(lines[5].ends_with("(step 3)"), "{}", lines[5]);
+}
+
+#[test]
+fn the_binary_logs_plainly_when_stderr_is_not_a_terminal() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tiny.toml");
+    std::fs::write(&config, with_eval(dir.path(), "piped", 6).to_toml()).unwrap();
+    // Output captured through pipes, as under CI, nohup or `| tee`.
+    let run = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(["--config", config.to_str().unwrap(), "-v"])
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stderr}");
+    assert!(!stderr.contains('\x1b'), "escape codes in {stderr:?}");
+    let progress: Vec<&str> = stderr.lines().filter(|l| l.starts_with("step ")).collect();
+    assert_eq!(progress.len(), 6, "{stderr}");
+    assert!(
+        progress[5].starts_with("step 6/6 (100%)  loss 0."),
+        "{stderr}"
+    );
+    assert!(progress[5].contains(" img/s  elapsed ") && progress[5].contains("  done"));
+    assert!(progress[5].contains("  FD-DIGITS "), "{stderr}");
+    // -v: the info lines of the library, plain.
+    assert!(
+        stderr.contains(" INFO ") && stderr.contains("checkpoint written"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("trained 6 steps"), "{stdout}");
+
+    // Without -v: warnings only, so no info lines.
+    let resumed = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(["--resume", dir.path().join("piped").to_str().unwrap()])
+        .args(["--steps", "7"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{stderr}");
+    assert!(!stderr.contains(" INFO "), "{stderr}");
+    assert!(
+        stderr.lines().any(|l| l.starts_with("step 7/7 ")),
+        "{stderr}"
+    );
+
+    // A missing checkpoint: the path, in plain words.
+    let missing = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(["--resume", "missing.safetensors"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(!missing.status.success());
+    assert_eq!(stderr.trim(), "error: no such file: missing.safetensors");
 }
 
 #[test]
@@ -315,6 +407,16 @@ fn sigkill_during_saves_leaves_loadable_checkpoints() {
         let ck = checkpoint::load(path, Device::Cpu).unwrap_or_else(|e| panic!("step {step}: {e}"));
         assert_eq!(ck.step, *step);
     }
+    // Temporary files of writes cut short: the killed trainer's (its process
+    // is gone) are removed on resume; a live process's are kept.
+    let ckdir = run.join("checkpoints");
+    let dead = ckdir.join(format!(".step-999998.safetensors.tmp-{}-0", child.id()));
+    let live = ckdir.join(format!(
+        ".step-999999.safetensors.tmp-{}-0",
+        std::process::id()
+    ));
+    std::fs::write(&dead, b"partial").unwrap();
+    std::fs::write(&live, b"partial").unwrap();
     // and the run resumes from the newest one
     let latest = all.last().unwrap().1.clone();
     let s = train(
@@ -327,4 +429,19 @@ fn sigkill_during_saves_leaves_loadable_checkpoints() {
     )
     .unwrap();
     assert_eq!(s.steps, all.last().unwrap().0 + 1);
+    let temps: Vec<String> = std::fs::read_dir(&ckdir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(
+        !dead.exists(),
+        "the killed writer's temporary file is removed"
+    );
+    let live_name = live.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(
+        temps,
+        [live_name],
+        "only the live writer's temporary file is left"
+    );
 }

@@ -32,12 +32,12 @@ pub enum Error {
         mismatched: Vec<String>,
     },
 
-    /// A file or folder is missing or unreadable.
-    #[error("{path}: {source}")]
+    /// A file or folder that cannot be read or written; displayed as
+    /// [`tensor::io_error::describe`] words it (`no such file: PATH`).
+    #[error("{}", tensor::io_error::describe(path, error))]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     /// A config file is not valid JSON for the model's config.
@@ -79,10 +79,10 @@ impl Error {
         }
     }
 
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error,
         }
     }
 }

@@ -33,11 +33,10 @@ pub enum Error {
     },
 
     /// A file or folder is missing or unreadable.
-    #[error("{path}: {source}")]
+    #[error("{}", tensor::io_error::describe(path, error))]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     /// A config file is not valid JSON for an `AutoencoderKL` config.
@@ -78,7 +77,7 @@ impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 }
@@ -102,7 +101,7 @@ impl From<unet::Error> for Error {
             unet::Error::Unsupported { key, value, reason } => {
                 Error::Unsupported { key, value, reason }
             }
-            unet::Error::Io { path, source } => Error::Io { path, source },
+            unet::Error::Io { path, error } => Error::Io { path, error },
             unet::Error::NotAModelFolder { path, reason } => {
                 Error::NotAModelFolder { path, reason }
             }

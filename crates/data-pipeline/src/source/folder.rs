@@ -55,10 +55,12 @@ fn images_below(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 /// Lists an image folder.
 pub fn list(root: &Path) -> Result<Listing> {
     if !root.is_dir() {
-        return Err(Error::io(
-            root,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "not a folder"),
-        ));
+        let error = if root.exists() {
+            std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a folder")
+        } else {
+            std::io::ErrorKind::NotFound.into()
+        };
+        return Err(Error::io(root, error));
     }
     let top = entries(root)?;
     let subdirs: Vec<&PathBuf> = top.iter().filter(|p| p.is_dir()).collect();

@@ -322,6 +322,19 @@ fn locate_dataset(name: &str) -> Result<PathBuf> {
         })
 }
 
+/// An image file that `tensor::image::decode` could not read, as this
+/// crate's error, naming the file once.
+fn unreadable(path: &Path, e: tensor::Error) -> Error {
+    match e {
+        tensor::Error::ImageDecode { path, reason } => Error::BadImage { path, reason },
+        tensor::Error::Io { path, error } => Error::Io { path, error },
+        other => Error::BadImage {
+            path: path.to_path_buf(),
+            reason: other.to_string(),
+        },
+    }
+}
+
 fn find_file(dir: &Path, stem: &str) -> Result<PathBuf> {
     [stem.to_string(), format!("{stem}.gz")]
         .iter()
@@ -407,25 +420,26 @@ impl Dataset {
             .sum();
         let cache = opts.cache.unwrap_or(total < AUTO_CACHE_BYTES);
         // Decode everything (cached) or read every header (lazy), in parallel.
-        type Probe = std::result::Result<(DynamicImage, (u32, u32)), String>;
+        type Probe = Result<(DynamicImage, (u32, u32))>;
         let probed: Vec<Probe> = listing
             .files
             .par_iter()
             .map(|p| {
                 if cache {
-                    tensor::image::decode(p)
-                        .map(|img| {
-                            let size = (img.width(), img.height());
-                            (img, size)
-                        })
-                        .map_err(|e| e.to_string())
+                    let img = tensor::image::decode(p).map_err(|e| unreadable(p, e))?;
+                    let size = (img.width(), img.height());
+                    Ok((img, size))
                 } else {
-                    image::ImageReader::open(p)
+                    let bad = |reason: String| Error::BadImage {
+                        path: p.clone(),
+                        reason,
+                    };
+                    let size = image::ImageReader::open(p)
                         .and_then(|r| r.with_guessed_format())
-                        .map_err(|e| e.to_string())
-                        .and_then(|r| r.into_dimensions().map_err(|e| e.to_string()))
-                        .map(|size| (DynamicImage::new_luma8(0, 0), size))
-                        .map_err(|e| format!("{}: cannot read image: {e}", p.display()))
+                        .map_err(|e| Error::io(p, e))?
+                        .into_dimensions()
+                        .map_err(|e| bad(e.to_string()))?;
+                    Ok((DynamicImage::new_luma8(0, 0), size))
                 }
             })
             .collect();
@@ -446,15 +460,10 @@ impl Dataset {
                         labels.push(l[i]);
                     }
                 }
-                Err(reason) => {
-                    if opts.strict {
-                        return Err(Error::BadImage {
-                            path: path.clone(),
-                            reason,
-                        });
-                    }
-                    tracing::warn!("skipping {reason}");
-                    skipped.push((path.clone(), reason));
+                Err(e) if opts.strict => return Err(e),
+                Err(e) => {
+                    tracing::warn!("skipping {e}");
+                    skipped.push((path.clone(), e.to_string()));
                 }
             }
         }
@@ -576,10 +585,7 @@ impl Dataset {
             }
             Items::Files {
                 paths, cache: None, ..
-            } => tensor::image::decode(&paths[i]).map_err(|e| Error::BadImage {
-                path: paths[i].clone(),
-                reason: e.to_string(),
-            }),
+            } => tensor::image::decode(&paths[i]).map_err(|e| unreadable(&paths[i], e)),
         }
     }
 }

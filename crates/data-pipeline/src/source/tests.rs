@@ -105,17 +105,44 @@ fn unreadable_files_are_skipped_and_reported_or_fatal_when_strict() {
     names.sort();
     assert_eq!(names, ["garbage.jpg", "truncated.png", "zero.png"]);
 
-    let err = SourceSpec::Folder(root.to_path_buf())
-        .open(&OpenOptions {
-            strict: true,
-            ..Default::default()
-        })
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("garbage.jpg") || err.contains("truncated.png") || err.contains("zero.png"),
-        "{err}"
+    // Strict: an error that names the first bad file once, decoded
+    // eagerly (cached) or only its header read (lazy).
+    for cache in [Some(true), Some(false)] {
+        let err = SourceSpec::Folder(root.to_path_buf())
+            .open(&OpenOptions {
+                strict: true,
+                cache,
+            })
+            .unwrap_err()
+            .to_string();
+        let named = ["garbage.jpg", "truncated.png", "zero.png"]
+            .iter()
+            .filter(|n| err.contains(*n))
+            .count();
+        assert_eq!(named, 1, "{err}");
+        let root_text = root.display().to_string();
+        assert_eq!(err.matches(&root_text).count(), 1, "the path twice: {err}");
+        assert_eq!(err.matches("cannot read image").count(), 1, "{err}");
+    }
+}
+
+#[test]
+fn a_missing_or_non_folder_source_is_named_in_plain_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |p: &Path| {
+        SourceSpec::Folder(p.to_path_buf())
+            .open(&OpenOptions::default())
+            .unwrap_err()
+            .to_string()
+    };
+    let missing = dir.path().join("no-such-folder");
+    assert_eq!(
+        open(&missing),
+        format!("no such file or folder: {}", missing.display())
     );
+    let file = dir.path().join("file.png");
+    save(&grey(1), &file, ImageFormat::Png);
+    assert_eq!(open(&file), format!("{}: not a folder", file.display()));
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! Writes freshly initialised VAEs, saved by this crate, for diffusers to
-//! check: `cargo run -p vae --example export_check -- OUT` writes one model
+//! check: `cargo run -p vae --example export_vae_check -- OUT` writes one model
 //! folder per parity-fixture config into OUT, each with `io.safetensors`
 //! holding random inputs and our outputs; then
 //! `cargo xtask py scripts/gen_vae_fixtures.py --check-ours OUT` loads every
