@@ -4,7 +4,7 @@
 //! A process learns its place from torchrun's variables (`MASTER_ADDR`,
 //! `MASTER_PORT`, `RANK`, `WORLD_SIZE`, `LOCAL_RANK`), set by `torchrun
 //! --nproc-per-node N target/release/trainer ...` or by our own launcher,
-//! `lmzh train --nproc N` ([`launch_local`]). Then, as PyTorch DDP does:
+//! `lmzh train --nproc N` (`trainer::launch::launch_local`, feature `cli`). Then, as PyTorch DDP does:
 //!
 //! - rank 0's parameters, EMA and optimiser state are broadcast at the start
 //!   (fresh or resumed), so every replica starts identical;
