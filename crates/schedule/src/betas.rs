@@ -162,7 +162,10 @@ fn check_len(n: usize) -> Result<()> {
         return Err(Error::TooFewTimesteps(n));
     }
     if n > MAX_TIMESTEPS {
-        return Err(Error::TooManyTimesteps(n));
+        return Err(Error::TooManyTimesteps {
+            n,
+            max: MAX_TIMESTEPS,
+        });
     }
     Ok(())
 }

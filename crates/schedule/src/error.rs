@@ -17,10 +17,9 @@ pub enum Error {
     TooFewTimesteps(usize),
 
     #[error(
-        "num_train_timesteps = {0}: more than {max} timesteps (diffusers models use 1,000 to 4,000)",
-        max = crate::betas::MAX_TIMESTEPS
+        "num_train_timesteps = {n}: more than {max} timesteps (diffusers models use 1,000 to 4,000)"
     )]
-    TooManyTimesteps(usize),
+    TooManyTimesteps { n: usize, max: usize },
 
     #[error("{field} = {value}: expected a value in (0, 1)")]
     BetaParameter { field: &'static str, value: f64 },
