@@ -107,7 +107,9 @@ impl Preprocess {
             None => img,
         };
         let img = match self.resolution {
+            Some(_) if img.width().min(img.height()) == 0 => img,
             Some(r) => {
+                let img = limit_aspect(img);
                 let (w, h) = (img.width(), img.height());
                 let scale = f64::from(r) / f64::from(w.min(h));
                 let (nw, nh) = if w.min(h) == r {
@@ -149,6 +151,26 @@ impl Preprocess {
     /// Applies the deterministic steps to one image (sampling/editing time).
     pub fn apply_deterministic(&self, img: DynamicImage) -> Chw {
         self.deterministic().apply(img, &mut SplitMix64::new(0))
+    }
+}
+
+/// The longest side the resize sees, in multiples of the shorter one.
+pub const MAX_ASPECT: u32 = 16;
+
+/// Crops an image longer than [`MAX_ASPECT`] times its shorter side to
+/// that, around its center. The center crop after the resize keeps the
+/// same pixels, and the resize stays bounded: a 1 x 100,000,000 image
+/// (a PNG of a few hundred kilobytes) would otherwise become 32 x
+/// 3,200,000,000 at resolution 32.
+fn limit_aspect(img: DynamicImage) -> DynamicImage {
+    let (w, h) = (img.width(), img.height());
+    let long = w.min(h).saturating_mul(MAX_ASPECT);
+    if w > long {
+        img.crop_imm((w - long) / 2, 0, long, h)
+    } else if h > long {
+        img.crop_imm(0, (h - long) / 2, w, long)
+    } else {
+        img
     }
 }
 
@@ -257,6 +279,24 @@ mod tests {
         // center crop of a 16x8 resize keeps the middle: red (x) mid-range
         let red_mid = out.data[4 * 8 + 4];
         assert!(red_mid > -1.0 && red_mid < 1.0);
+    }
+
+    #[test]
+    fn extreme_and_empty_images_stay_bounded() {
+        let p = Preprocess {
+            resolution: Some(8),
+            ..Default::default()
+        };
+        // 1 x 100,000: resized as 1 x 16 (MAX_ASPECT), not 8 x 800,000.
+        let long = DynamicImage::ImageLuma8(GrayImage::new(1, 100_000));
+        let out = p.apply_deterministic(long);
+        assert_eq!((out.height, out.width), (8, 8));
+        // Within the limit, the center crop is the one without the limit.
+        let wide = gradient(16 * 4, 4);
+        assert_eq!(limit_aspect(wide.clone()), wide);
+        // No pixels: nothing to resize, no division by zero.
+        let empty = p.apply_deterministic(DynamicImage::ImageRgb8(RgbImage::new(5, 0)));
+        assert_eq!(empty.data.len(), 0);
     }
 
     #[test]

@@ -53,7 +53,9 @@ pub fn load_image(path: impl AsRef<Path>) -> Result<Tensor> {
     Ok(image_to_tensor(&img))
 }
 
-/// Decodes the image file at `path` (format guessed from the content).
+/// Decodes the image file at `path` (format guessed from the content); an
+/// image without pixels (0 wide or high, which a corrupt header can
+/// declare) is an error.
 pub fn decode(path: &Path) -> Result<DynamicImage> {
     let fail = |reason: String| Error::ImageDecode {
         path: path.to_path_buf(),
@@ -71,7 +73,15 @@ pub fn decode(path: &Path) -> Result<DynamicImage> {
             "not an image format this build reads (PNG, JPEG, BMP, TIFF, WebP)".to_string()
         }));
     }
-    reader.decode().map_err(|e| fail(e.to_string()))
+    let img = reader.decode().map_err(|e| fail(e.to_string()))?;
+    if img.width() == 0 || img.height() == 0 {
+        return Err(fail(format!(
+            "the image is empty ({}x{} pixels)",
+            img.width(),
+            img.height()
+        )));
+    }
+    Ok(img)
 }
 
 /// Converts a decoded image to a float32 `[C, H, W]` tensor in [-1, 1].
@@ -326,6 +336,24 @@ mod tests {
         let err = load_image(&truncated).unwrap_err().to_string();
         assert!(
             err.contains("truncated.png") && err.contains("cannot read image"),
+            "{err}"
+        );
+
+        // A GIF (named .png) that decodes to 5x0 pixels, found by the fuzz
+        // test of the image loader: an error, not an image with no pixels.
+        let hex = "4749463839610500000080000000000000000021f90408000000002c0000000005000300\
+                   8300000700500700a00728000728500728a00750000750500750a00778000778500778a0\
+                   07a00007a05007a0a007000000040b100c935820473551d07211003b";
+        let hex: Vec<u8> = hex.bytes().filter(u8::is_ascii_hexdigit).collect();
+        let gif: Vec<u8> = hex
+            .chunks(2)
+            .map(|c| u8::from_str_radix(std::str::from_utf8(c).unwrap(), 16).unwrap())
+            .collect();
+        let no_pixels = dir.path().join("no-pixels.png");
+        std::fs::write(&no_pixels, gif).unwrap();
+        let err = load_image(&no_pixels).unwrap_err().to_string();
+        assert!(
+            err.contains("no-pixels.png") && err.contains("empty (5x0 pixels)"),
             "{err}"
         );
     }
