@@ -241,30 +241,51 @@ fn sample(unet: &UNet, args: &Args, shape: [i64; 4], device: Device) -> Result<f
     if let Some(g) = conditioning.guidance.as_mut() {
         g.batching = args.guidance_batching;
     }
+    let warmup = (args.warmup > 0).then_some(2);
+    timed_sampling(
+        &model,
+        "dpm++2m",
+        &config,
+        &x_t,
+        &conditioning,
+        warmup,
+        args.steps,
+        device,
+    )
+}
+
+/// Seconds for one sampling run of `steps` steps of solver `name` from
+/// `x_t`, after an untimed run of `warmup` steps when given; the result is
+/// read back once, as the sampler does when it writes images.
+#[allow(clippy::too_many_arguments)]
+fn timed_sampling(
+    model: &dyn sampler::Denoiser,
+    name: &str,
+    config: &SchedulerConfig,
+    x_t: &Tensor,
+    conditioning: &sampler::Conditioning,
+    warmup: Option<usize>,
+    steps: usize,
+    device: Device,
+) -> Result<f64> {
     let run = |steps: usize| -> Result<()> {
-        let mut solver = sampler::by_name(
-            "dpm++2m",
-            &config,
-            steps,
-            &sampler::SolverOptions::default(),
-        )?;
+        let mut solver = sampler::by_name(name, config, steps, &sampler::SolverOptions::default())?;
         let out = sampler::sample(
-            &model,
+            model,
             solver.as_mut(),
-            &x_t,
-            &conditioning,
+            x_t,
+            conditioning,
             &mut sampler::TorchRng,
             &mut |_| {},
         )?;
-        // One read of the result, as the sampler does when it writes images.
         let _ = out.to_device(Device::Cpu);
         Ok(())
     };
-    if args.warmup > 0 {
-        run(2)?;
+    if let Some(w) = warmup {
+        run(w)?;
     }
     let start = Instant::now();
-    run(args.steps)?;
+    run(steps)?;
     sync(device);
     Ok(start.elapsed().as_secs_f64())
 }
@@ -320,31 +341,17 @@ fn text_bench(args: &Args, device: Device) -> Result<serde_json::Value> {
         r#"{"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
             "steps_offset": 1, "clip_sample": false, "set_alpha_to_one": false}"#,
     )?;
-    let run = |steps: usize| -> Result<()> {
-        let mut solver = sampler::by_name(
-            "ddim",
-            &scheduler,
-            steps,
-            &sampler::SolverOptions::default(),
-        )?;
-        let out = sampler::sample(
-            &model,
-            solver.as_mut(),
-            &latents,
-            &conditioning,
-            &mut sampler::TorchRng,
-            &mut |_| {},
-        )?;
-        let _ = out.to_device(Device::Cpu);
-        Ok(())
-    };
-    if args.warmup > 0 {
-        run(1)?;
-    }
-    let start = Instant::now();
-    run(args.steps)?;
-    sync(device);
-    let seconds = start.elapsed().as_secs_f64();
+    let warmup = (args.warmup > 0).then_some(1);
+    let seconds = timed_sampling(
+        &model,
+        "ddim",
+        &scheduler,
+        &latents,
+        &conditioning,
+        warmup,
+        args.steps,
+        device,
+    )?;
     Ok(serde_json::json!({
         "mode": "text",
         "layout": layout,
