@@ -53,6 +53,20 @@ pub enum Error {
     #[error("invalid data source {spec:?}: {reason}")]
     Spec { spec: String, reason: String },
 
+    /// A problem with an image folder's captions: a metadata file (with the
+    /// 1-based line of the row), a sidecar `.txt` file, or an image without
+    /// a caption. See [`crate::source::captions`].
+    #[error(
+        "{}{}: {reason}",
+        path.display(),
+        line.map(|l| format!(":{l}")).unwrap_or_default()
+    )]
+    Caption {
+        path: PathBuf,
+        line: Option<usize>,
+        reason: String,
+    },
+
     #[error("invalid preprocessing: {0}")]
     Preprocess(String),
 

@@ -30,6 +30,8 @@ pub mod edit;
 pub mod inpaint;
 pub mod interpolate;
 pub mod model;
+pub mod text;
+pub mod txt2img;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

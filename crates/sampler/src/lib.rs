@@ -78,6 +78,7 @@ pub mod sample;
 pub mod sigma;
 pub mod solver;
 mod tables;
+pub mod text_editing;
 pub mod text_to_image;
 pub mod trajectory;
 mod x0;
@@ -93,6 +94,6 @@ pub use inversion::{ddim_invert, interpolate, inversion_ddim, slerp, Interpolate
 pub use noise::{NoiseSource, ReplayNoise, TorchRng};
 pub use pipeline::{Pipeline, RunInfo};
 pub use repaint::{inpaint, RePaint};
-pub use sample::{sample, sample_from, StepInfo};
+pub use sample::{sample, sample_from, sample_from_with, StepInfo};
 pub use solver::{add_noise, inference_steps, Solver, StepIndex, StepOutput};
 pub use x0::{threshold_sample, X0Processing};

@@ -6,10 +6,13 @@ use std::process::ExitCode;
 use clap::Parser;
 
 /// Sample images from a diffusion model with DDPM, DDIM, DPM-Solver++,
-/// Euler, Euler ancestral or Heun.
+/// Euler, Euler ancestral or Heun; `sampler txt2img` draws prompts with a
+/// Stable Diffusion pipeline folder.
 #[derive(Debug, Parser)]
-#[command(name = "sampler", version)]
+#[command(name = "sampler", version, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     #[command(flatten)]
     args: sampler::cli::Args,
     /// More log output on stderr: -v info, -vv debug (default: warnings
@@ -18,9 +21,18 @@ struct Cli {
     verbose: u8,
 }
 
-fn run(args: &sampler::cli::Args) -> anyhow::Result<()> {
-    let summary = sampler::cli::run(args)?;
-    println!("{summary}");
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Pictures from prompts with a diffusers StableDiffusionPipeline folder
+    /// (the same as `lmzh txt2img`).
+    Txt2img(sampler::cli::txt2img::Args),
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Some(Command::Txt2img(args)) => println!("{}", sampler::cli::txt2img::run(args)?),
+        None => println!("{}", sampler::cli::run(&cli.args)?),
+    }
     Ok(())
 }
 
@@ -28,7 +40,7 @@ fn main() -> ExitCode {
     tensor::runtime::tune_allocator();
     let cli = Cli::parse();
     logging::init(cli.verbose);
-    match run(&cli.args) {
+    match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

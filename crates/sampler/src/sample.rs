@@ -64,6 +64,32 @@ pub fn sample_from(
     noise: &mut dyn NoiseSource,
     progress: &mut dyn FnMut(&StepInfo<'_>),
 ) -> Result<Tensor> {
+    sample_from_with(
+        model,
+        solver,
+        x,
+        start,
+        conditioning,
+        noise,
+        progress,
+        &mut |_, x| Ok(x),
+    )
+}
+
+/// [`sample_from`] with `after_step(i, x)` applied to the sample after the
+/// step at position `i` (before `progress` sees it): the hook of latent
+/// inpainting, which puts the known region back after every step.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_from_with(
+    model: &dyn Denoiser,
+    solver: &mut dyn Solver,
+    x: &Tensor,
+    start: usize,
+    conditioning: &Conditioning,
+    noise: &mut dyn NoiseSource,
+    progress: &mut dyn FnMut(&StepInfo<'_>),
+    after_step: &mut dyn FnMut(usize, Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
     let _guard = tch::no_grad_guard();
     let guided = Guided::new(conditioning, &x.size(), x.device())?;
     let total = solver.timesteps().len();
@@ -84,7 +110,7 @@ pub fn sample_from(
             out
         };
         let step = solver.step(&out, StepIndex::Batch(i), &x, noise)?;
-        x = step.prev_sample;
+        x = after_step(i, step.prev_sample)?;
         progress(&StepInfo {
             index: i,
             total,

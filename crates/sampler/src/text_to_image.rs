@@ -22,12 +22,18 @@ use crate::pipeline::{scheduler_config_for, ModelIndex};
 use crate::{Error, Result};
 
 /// The pipeline classes whose folders this module reads.
-const SUPPORTED: &[&str] = &["StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline"];
+const SUPPORTED: &[&str] = &[
+    "StableDiffusionPipeline",
+    "StableDiffusionImg2ImgPipeline",
+    "StableDiffusionInpaintPipeline",
+];
 
 /// A loaded text-to-image pipeline.
 #[derive(Debug)]
 pub struct TextToImage {
     pub root: PathBuf,
+    /// The pipeline class of `model_index.json` (`StableDiffusionPipeline`, ...).
+    pub class_name: String,
     pub tokenizer: ClipTokenizer,
     pub text_encoder: ClipTextModel,
     pub unet: ConditionUNet,
@@ -97,7 +103,7 @@ impl TextToImage {
             return Err(fail(format!(
                 "a {} folder: text to image reads {} folders (Stable Diffusion 1.x and 2.x)",
                 index.class_name,
-                SUPPORTED.join(" and ")
+                SUPPORTED.join(", ")
             )));
         }
         for part in ["unet", "vae", "text_encoder", "tokenizer", "scheduler"] {
@@ -125,6 +131,7 @@ impl TextToImage {
         }
         Ok(TextToImage {
             root,
+            class_name: index.class_name,
             tokenizer,
             text_encoder,
             unet,
@@ -132,6 +139,71 @@ impl TextToImage {
             scheduler,
             scheduler_class,
         })
+    }
+
+    /// Writes the pipeline as a diffusers folder at `dir`, which must not
+    /// exist: `model_index.json`, `unet/`, `vae/`, `text_encoder/`,
+    /// `scheduler/` and `tokenizer/` (the tokenizer files of the folder it
+    /// was loaded from), loadable by diffusers' `from_pretrained`. Written
+    /// into a temporary sibling folder that is renamed at the end, so a
+    /// failed save leaves no half-written pipeline.
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |error| Error::Io { path, error }
+        };
+        if dir.exists() {
+            return Err(Error::Output {
+                path: dir.to_path_buf(),
+                reason: "already exists; a pipeline is saved into a new folder".into(),
+            });
+        }
+        let tmp = tensor::fs::temp_path(dir);
+        let result = (|| -> Result<()> {
+            std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+            self.unet.save(tmp.join("unet"))?;
+            self.vae.save(tmp.join("vae"))?;
+            self.text_encoder.save(tmp.join("text_encoder"))?;
+            let scheduler = tmp.join("scheduler");
+            std::fs::create_dir_all(&scheduler).map_err(io(&scheduler))?;
+            self.scheduler
+                .save(scheduler.join("scheduler_config.json"))?;
+            let (from, to) = (self.root.join("tokenizer"), tmp.join("tokenizer"));
+            std::fs::create_dir_all(&to).map_err(io(&to))?;
+            for entry in std::fs::read_dir(&from).map_err(io(&from))? {
+                let path = entry.map_err(io(&from))?.path();
+                if path.is_file() {
+                    let target = to.join(path.file_name().unwrap_or_default());
+                    std::fs::copy(&path, &target).map_err(io(&path))?;
+                }
+            }
+            let scheduler_class = self
+                .scheduler_class
+                .clone()
+                .unwrap_or_else(|| "DDIMScheduler".into());
+            let index = serde_json::json!({
+                "_class_name": self.class_name,
+                "_diffusers_version": "0.42.1",
+                "feature_extractor": [null, null],
+                "image_encoder": [null, null],
+                "requires_safety_checker": false,
+                "safety_checker": [null, null],
+                "scheduler": ["diffusers", scheduler_class],
+                "text_encoder": ["transformers", "CLIPTextModel"],
+                "tokenizer": ["transformers", "CLIPTokenizer"],
+                "unet": ["diffusers", "UNet2DConditionModel"],
+                "vae": ["diffusers", "AutoencoderKL"],
+            });
+            let text = serde_json::to_string_pretty(&index).unwrap_or_default() + "\n";
+            tensor::fs::write_bytes_atomic(&tmp.join("model_index.json"), text.as_bytes())?;
+            std::fs::rename(&tmp, dir).map_err(io(dir))?;
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        result
     }
 
     /// Pixels per latent cell (8 for Stable Diffusion).

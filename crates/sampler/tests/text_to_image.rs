@@ -47,6 +47,29 @@ fn prompts_to_pictures_match_the_diffusers_pipeline() {
     assert_eq!(pipe.scheduler_class.as_deref(), Some("PNDMScheduler"));
     assert_eq!(pipe.vae_scale_factor(), 8);
     assert_eq!(pipe.default_size(), (64, 64));
+    let worst = run_every_solver(&pipe, "");
+    assert!(worst <= TOLERANCE, "worst relative L2 error {worst:.2e}");
+}
+
+/// The SD-2.x-like pipeline: exact-erf GELU text encoder with pad token
+/// "!", linear proj_in/out, per-block head counts, upcast_attention, and a
+/// v-prediction DDIM config.
+#[test]
+fn sd2_like_pipelines_match_too() {
+    let pipe = TextToImage::load(fixtures().join("sd2_pipeline"), Device::Cpu).unwrap();
+    assert_eq!(pipe.scheduler_class.as_deref(), Some("DDIMScheduler"));
+    assert_eq!(
+        pipe.scheduler.prediction_type,
+        Some(schedule::PredictionType::VPrediction)
+    );
+    let worst = run_every_solver(&pipe, "sd2_");
+    assert!(worst <= TOLERANCE, "worst relative L2 error {worst:.2e}");
+}
+
+/// The worst relative L2 error of latents and images over PNDM, DDIM,
+/// Euler and DPM-Solver++ with and without guidance, against the keys
+/// `{prefix}{solver}_g{guidance}_*` of io.safetensors.
+fn run_every_solver(pipe: &TextToImage, prefix: &str) -> f64 {
     let io: BTreeMap<String, Tensor> =
         tensor::safetensors::load(fixtures().join("io.safetensors"), Device::Cpu).unwrap();
     let mut worst: f64 = 0.0;
@@ -66,14 +89,14 @@ fn prompts_to_pictures_match_the_diffusers_pipeline() {
             )
             .unwrap();
             let images = pipe.decode(&latents).unwrap();
-            let key = format!("{name}_g{guidance:.1}");
+            let key = format!("{prefix}{name}_g{guidance:.1}");
             let e_lat = rel_l2(&latents, &io[&format!("{key}_latents")]);
             let e_img = rel_l2(&images, &io[&format!("{key}_images")]);
             println!("{key}: latents {e_lat:.2e}, images {e_img:.2e}");
             worst = worst.max(e_lat).max(e_img);
         }
     }
-    assert!(worst <= TOLERANCE, "worst relative L2 error {worst:.2e}");
+    worst
 }
 
 #[test]
@@ -125,4 +148,45 @@ fn sizes_prompts_and_folders_are_checked() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("unet/"), "{err}");
+}
+
+/// A saved pipeline is a diffusers folder that loads back with the same
+/// components: the same latents from the same noise, bit for bit.
+#[test]
+fn saved_pipelines_load_back_unchanged() {
+    let pipe = TextToImage::load(fixtures().join("sd2_pipeline"), Device::Cpu).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("saved");
+    pipe.save(&dir).unwrap();
+    let e = pipe.save(&dir).unwrap_err().to_string();
+    assert!(e.contains("already exists"), "{e}");
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("model_index.json")).unwrap())
+            .unwrap();
+    assert_eq!(index["_class_name"], "StableDiffusionPipeline");
+    assert_eq!(index["scheduler"][1], "DDIMScheduler");
+    let back = TextToImage::load(&dir, Device::Cpu).unwrap();
+    assert_eq!(back.tokenizer.pad_token(), "!");
+    let io: BTreeMap<String, Tensor> =
+        tensor::safetensors::load(fixtures().join("io.safetensors"), Device::Cpu).unwrap();
+    let run = |p: &TextToImage| {
+        let encoded = p.encode(&prompts(7.5)).unwrap();
+        let mut solver = by_name("ddim", &p.scheduler, 3, &SolverOptions::default()).unwrap();
+        sample(
+            &p.unet,
+            solver.as_mut(),
+            &io["latents"],
+            &encoded.conditioning,
+            &mut TorchRng,
+            &mut |_| {},
+        )
+        .unwrap()
+    };
+    assert!(run(&pipe).equal(&run(&back)));
+    // No temporary folder is left beside it.
+    let names: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("saved")]);
 }

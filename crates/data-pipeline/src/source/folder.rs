@@ -28,7 +28,8 @@ fn is_hidden(path: &Path) -> bool {
         .is_some_and(|n| n.starts_with('.'))
 }
 
-fn entries(dir: &Path) -> Result<Vec<PathBuf>> {
+/// The entries of `dir`, sorted, without hidden ones (names starting with `.`).
+pub(crate) fn entries(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let path = entry.map_err(|e| Error::io(dir, e))?.path();

@@ -3,12 +3,19 @@
 //! A [`SourceSpec`] names a source as a user writes it (`digits`,
 //! `fashion-mnist:test`, `path/to/folder`, `idx:images.gz,labels.gz`,
 //! `cifar10`); [`SourceSpec::open`] turns it into a [`Dataset`]: images by
-//! index, optional integer labels and the index -> class-name map.
+//! index, optional integer labels and the index -> class-name map, and for
+//! an image folder with captions (a `metadata.jsonl` / `metadata.csv`, or
+//! `.txt` files beside the images; see [`captions`]) the captions of each
+//! image.
 
 mod bundled;
+pub mod captions;
 pub mod cifar;
+mod csv;
 pub mod folder;
 pub mod idx;
+
+pub use captions::{caption_dropout, CaptionOptions, CaptionProblem, CaptionReport, CaptionSource};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -166,7 +173,9 @@ impl<'de> Deserialize<'de> for SourceSpec {
 /// How to open a source.
 #[derive(Debug, Clone, Default)]
 pub struct OpenOptions {
-    /// Fail on the first unreadable image instead of skipping it with a warning.
+    /// Fail on the first unreadable image, or the first caption problem of a
+    /// folder (a bad metadata row or sidecar file, an image without a
+    /// caption), instead of skipping it with a warning.
     pub strict: bool,
     /// Keep decoded images of a folder in memory: `None` decides by size
     /// (folders under 256 MB of files are cached).
@@ -201,15 +210,44 @@ pub struct Dataset {
     items: Items,
     labels: Option<Vec<i64>>,
     class_names: Vec<String>,
-    /// Files that could not be read when the dataset was opened, with why.
+    /// Captions per image, for a folder with captions.
+    captions: Option<Vec<Vec<String>>>,
+    caption_report: Option<CaptionReport>,
+    /// Files left out when the dataset was opened (unreadable, or without a
+    /// usable caption), with why.
     pub skipped: Vec<(PathBuf, String)>,
     pub(crate) strict: bool,
 }
 
 impl SourceSpec {
-    /// Opens the source.
+    /// Opens the source as images (and class labels) only: captions are not
+    /// read, so every image is kept whether or not it has one. Use
+    /// [`SourceSpec::open_with_captions`] to read them (see [`captions`]).
     pub fn open(&self, opts: &OpenOptions) -> Result<Dataset> {
+        let no_captions = CaptionOptions {
+            enabled: Some(false),
+            ..CaptionOptions::default()
+        };
+        self.open_with_captions(opts, &no_captions)
+    }
+
+    /// Opens the source, reading an image folder's captions as `captions`
+    /// says. Only image folders have captions: requiring them of another
+    /// source is an error.
+    pub fn open_with_captions(
+        &self,
+        opts: &OpenOptions,
+        captions: &CaptionOptions,
+    ) -> Result<Dataset> {
         let spec = self.to_string();
+        if captions.required() && !matches!(self, SourceSpec::Folder(_)) {
+            return Err(Error::Spec {
+                spec,
+                reason: "captions were asked for, but only an image folder has captions (a \
+                         metadata.jsonl or metadata.csv, or .txt files beside the images)"
+                    .to_string(),
+            });
+        }
         match self {
             SourceSpec::Digits => {
                 let (images, labels) = bundled::digits()?;
@@ -272,6 +310,8 @@ impl SourceSpec {
                     },
                     labels: Some(labels),
                     class_names: cifar::CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
+                    captions: None,
+                    caption_report: None,
                     skipped: Vec::new(),
                     strict: false,
                 })
@@ -287,7 +327,7 @@ impl SourceSpec {
                 };
                 Dataset::from_idx(spec, idx::read(images)?, labels, names, images)
             }
-            SourceSpec::Folder(root) => Dataset::from_folder(spec, root, opts),
+            SourceSpec::Folder(root) => Dataset::from_folder(spec, root, opts, captions),
         }
     }
 }
@@ -405,26 +445,70 @@ impl Dataset {
             },
             labels,
             class_names,
+            captions: None,
+            caption_report: None,
             skipped: Vec::new(),
             strict: false,
         })
     }
 
-    fn from_folder(spec: String, root: &Path, opts: &OpenOptions) -> Result<Dataset> {
+    fn from_folder(
+        spec: String,
+        root: &Path,
+        opts: &OpenOptions,
+        caption_opts: &CaptionOptions,
+    ) -> Result<Dataset> {
         let listing = folder::list(root)?;
-        let total: u64 = listing
-            .files
+        let loaded = if caption_opts.enabled == Some(false) {
+            None
+        } else {
+            let column = caption_opts.column();
+            if column.trim().is_empty() {
+                return Err(Error::Spec {
+                    spec,
+                    reason: "caption_column is empty; expected the name of the metadata column \
+                             that holds the captions, such as \"text\""
+                        .to_string(),
+                });
+            }
+            let settings = captions::Settings {
+                column,
+                required: caption_opts.required(),
+                strict: opts.strict,
+            };
+            captions::load(root, &listing.files, &settings)?
+        };
+        let (per_file, caption_report) = match loaded {
+            Some(l) => (Some(l.per_file), Some(l.report)),
+            None => (None, None),
+        };
+        // Images without a usable caption are left out (already reported).
+        let mut skipped = Vec::new();
+        let mut candidates = Vec::with_capacity(listing.files.len());
+        let mut per_file = per_file.map(Vec::into_iter);
+        for (i, path) in listing.files.into_iter().enumerate() {
+            let label = listing.labels.as_ref().map(|l| l[i]);
+            let captions = match per_file.as_mut().and_then(Iterator::next) {
+                Some(Err(reason)) => {
+                    skipped.push((path, reason));
+                    continue;
+                }
+                Some(Ok(c)) => c,
+                None => Vec::new(),
+            };
+            candidates.push((path, label, captions));
+        }
+        let total: u64 = candidates
             .iter()
-            .filter_map(|p| std::fs::metadata(p).ok())
+            .filter_map(|(p, ..)| std::fs::metadata(p).ok())
             .map(|m| m.len())
             .sum();
         let cache = opts.cache.unwrap_or(total < AUTO_CACHE_BYTES);
         // Decode everything (cached) or read every header (lazy), in parallel.
         type Probe = Result<(DynamicImage, (u32, u32))>;
-        let probed: Vec<Probe> = listing
-            .files
+        let probed: Vec<Probe> = candidates
             .par_iter()
-            .map(|p| {
+            .map(|(p, ..)| {
                 if cache {
                     let img = tensor::image::decode(p).map_err(|e| unreadable(p, e))?;
                     let size = (img.width(), img.height());
@@ -447,23 +531,22 @@ impl Dataset {
         let mut sizes = Vec::new();
         let mut images = Vec::new();
         let mut labels = Vec::new();
-        let mut skipped = Vec::new();
-        for (i, (path, probe)) in listing.files.iter().zip(probed).enumerate() {
+        let mut captions = Vec::new();
+        for ((path, label, caps), probe) in candidates.into_iter().zip(probed) {
             match probe {
                 Ok((img, size)) => {
-                    paths.push(path.clone());
+                    paths.push(path);
                     sizes.push(size);
                     if cache {
                         images.push(img);
                     }
-                    if let Some(l) = &listing.labels {
-                        labels.push(l[i]);
-                    }
+                    labels.extend(label);
+                    captions.push(caps);
                 }
                 Err(e) if opts.strict => return Err(e),
                 Err(e) => {
                     tracing::warn!("skipping {e}");
-                    skipped.push((path.clone(), e.to_string()));
+                    skipped.push((path, e.to_string()));
                 }
             }
         }
@@ -481,6 +564,8 @@ impl Dataset {
             },
             labels: listing.labels.map(|_| labels),
             class_names: listing.class_names,
+            captions: caption_report.is_some().then_some(captions),
+            caption_report,
             skipped,
             strict: opts.strict,
         })
@@ -517,6 +602,48 @@ impl Dataset {
     /// Class names by label index (empty when unlabelled).
     pub fn class_names(&self) -> &[String] {
         &self.class_names
+    }
+
+    /// Whether the source has captions (an image folder with a metadata
+    /// file or `.txt` sidecars).
+    pub fn has_captions(&self) -> bool {
+        self.captions.is_some()
+    }
+
+    /// All captions of image `i` (empty when the source has none).
+    pub fn captions(&self, i: usize) -> &[String] {
+        self.captions.as_ref().map_or(&[], |c| &c[i])
+    }
+
+    /// One caption of image `i` for `epoch`: when it has several, the choice
+    /// is made by a generator seeded from (`seed`, `epoch`, `i`), so it is the
+    /// same on every run and after a resume. `None` without captions.
+    pub fn caption(&self, i: usize, epoch: u64, seed: u64) -> Option<&str> {
+        captions::pick(self.captions(i), seed, epoch, i)
+    }
+
+    /// The caption to train image `i` on in `epoch`: the empty caption with
+    /// probability `proportion_empty` (diffusers' `proportion_empty_prompts`,
+    /// decided by [`caption_dropout`]), else [`Dataset::caption`].
+    pub fn training_caption(
+        &self,
+        i: usize,
+        epoch: u64,
+        seed: u64,
+        proportion_empty: f64,
+    ) -> Option<&str> {
+        let caption = self.caption(i, epoch, seed)?;
+        Some(if caption_dropout(proportion_empty, seed, epoch, i) {
+            ""
+        } else {
+            caption
+        })
+    }
+
+    /// What reading the captions found: their source, counts and every
+    /// problem (`None` without captions).
+    pub fn caption_report(&self) -> Option<&CaptionReport> {
+        self.caption_report.as_ref()
     }
 
     /// Where image `i` comes from, for messages.

@@ -94,7 +94,7 @@ pub fn run(args: &Args) -> Result<Summary> {
     let pair = loaded.load_images(&[args.a.clone(), args.b.clone()])?;
     let class = ClassArgs {
         labels: args.label.clone(),
-        guidance_scale: args.guidance_scale,
+        guidance_scale: Some(args.guidance_scale),
     };
     let conditioning = loaded.conditioning_from(&class, 1, "--label")?;
     let total = args.steps * (2 + args.refine);

@@ -51,9 +51,17 @@ pub struct ClassArgs {
     pub labels: Option<String>,
 
     /// Classifier-free guidance scale s (uncond + s (cond - uncond)); 1 is no
-    /// guidance. Needs --labels.
-    #[arg(long, default_value_t = 1.0)]
-    pub guidance_scale: f64,
+    /// guidance. Needs --labels or --prompt [default: 1 with --labels, 7.5
+    /// with --prompt].
+    #[arg(long)]
+    pub guidance_scale: Option<f64>,
+}
+
+impl ClassArgs {
+    /// The guidance scale of class conditioning: `--guidance-scale`, else 1.
+    pub fn scale(&self) -> f64 {
+        self.guidance_scale.unwrap_or(1.0)
+    }
 }
 
 /// A loaded model folder.
@@ -82,6 +90,18 @@ impl LoadedModel {
             None => newest_run(&args.runs_dir)?,
         };
         let pipe = Pipeline::open(&dir)?;
+        if let Some(index) = pipe.model_index.as_ref() {
+            if index.class_name.starts_with("StableDiffusion") {
+                return Err(Error::ModelFolder {
+                    path: dir,
+                    reason: format!(
+                        "a {} folder (text to image): give --prompt (\"\" for the \
+                         unconditional prompt)",
+                        index.class_name
+                    ),
+                });
+            }
+        }
         let unet = pipe.load_unet(device)?;
         let cfg = unet.config();
         let Some((h, w)) = cfg.sample_hw() else {
@@ -135,7 +155,7 @@ impl LoadedModel {
         flag: &str,
     ) -> Result<Conditioning> {
         let labels = self.labels_from(class, n, flag)?;
-        Conditioning::class(labels, class.guidance_scale, self.null_label)
+        Conditioning::class(labels, class.scale(), self.null_label)
     }
 
     /// The unconditional label of a class-conditional model: run.json's
@@ -152,7 +172,7 @@ impl LoadedModel {
 
     /// [`LoadedModel::labels`] with the flag named `flag` in errors.
     pub fn labels_from(&self, class: &ClassArgs, n: usize, flag: &str) -> Result<Option<Tensor>> {
-        let guided = class.guidance_scale != 1.0;
+        let guided = class.scale() != 1.0;
         let Some(k) = self.classes else {
             if class.labels.is_some() || guided {
                 return Err(Error::Labels(format!(
