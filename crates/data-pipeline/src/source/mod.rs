@@ -1,14 +1,15 @@
 //! Where images come from.
 //!
 //! A [`SourceSpec`] names a source as a user writes it (`digits`,
-//! `fashion-mnist:test`, `path/to/folder`, `idx:images.gz,labels.gz`,
-//! `cifar10`); [`SourceSpec::open`] turns it into a [`Dataset`]: images by
-//! index, optional integer labels and the index -> class-name map, and for
-//! an image folder with captions (a `metadata.jsonl` / `metadata.csv`, or
-//! `.txt` files beside the images; see [`captions`]) the captions of each
-//! image.
+//! `captioned-digits`, `fashion-mnist:test`, `path/to/folder`,
+//! `idx:images.gz,labels.gz`, `cifar10`); [`SourceSpec::open`] turns it into
+//! a [`Dataset`]: images by index, optional integer labels and the index ->
+//! class-name map, and for an image folder with captions (a `metadata.jsonl`
+//! / `metadata.csv`, or `.txt` files beside the images; see [`captions`]) or
+//! the bundled [`captioned_digits`] the captions of each image.
 
 mod bundled;
+pub mod captioned_digits;
 pub mod captions;
 pub mod cifar;
 mod csv;
@@ -55,6 +56,10 @@ pub enum Split {
 pub enum SourceSpec {
     /// The bundled 5,000 MNIST digits (`digits`).
     Digits,
+    /// Two bundled digits side by side on a 32 x 32 canvas, with captions
+    /// (`captioned-digits[:train|test]`); the test split holds the held-out
+    /// digit pairs. See [`captioned_digits`].
+    CaptionedDigits(Split),
     /// Fashion-MNIST from the system or the cache (`fashion-mnist[:train|test]`).
     FashionMnist(Split),
     /// MNIST from the cache (`mnist[:train|test]`).
@@ -89,6 +94,9 @@ impl FromStr for SourceSpec {
         let (head, rest) = s.split_once(':').unwrap_or((s, ""));
         Ok(match head {
             "digits" | "default" if rest.is_empty() => SourceSpec::Digits,
+            "captioned-digits" | "captioned_digits" => {
+                SourceSpec::CaptionedDigits(split_of(rest, s)?)
+            }
             "fashion-mnist" | "fashion_mnist" => SourceSpec::FashionMnist(split_of(rest, s)?),
             "mnist" => SourceSpec::Mnist(split_of(rest, s)?),
             "cifar10" | "cifar-10" => match rest {
@@ -114,7 +122,8 @@ impl FromStr for SourceSpec {
             _ => {
                 return Err(Error::Spec {
                     spec: s.to_string(),
-                    reason: "expected `digits`, `fashion-mnist[:test]`, `mnist[:test]`, \
+                    reason: "expected `digits`, `captioned-digits[:test]`, `fashion-mnist[:test]`, \
+                             `mnist[:test]`, \
                              `cifar10[:test]`, `cifar10:DIR`, `idx:IMAGES[,LABELS]`, or an existing \
                              folder of images"
                         .to_string(),
@@ -129,6 +138,7 @@ impl fmt::Display for SourceSpec {
         let split = |s: &Split| if *s == Split::Test { ":test" } else { "" };
         match self {
             SourceSpec::Digits => f.write_str("digits"),
+            SourceSpec::CaptionedDigits(s) => write!(f, "captioned-digits{}", split(s)),
             SourceSpec::FashionMnist(s) => write!(f, "fashion-mnist{}", split(s)),
             SourceSpec::Mnist(s) => write!(f, "mnist{}", split(s)),
             SourceSpec::Cifar10 {
@@ -213,6 +223,8 @@ pub struct Dataset {
     /// Captions per image, for a folder with captions.
     captions: Option<Vec<Vec<String>>>,
     caption_report: Option<CaptionReport>,
+    /// What each canvas of `captioned-digits` shows.
+    attributes: Option<Vec<captioned_digits::Attributes>>,
     /// Files left out when the dataset was opened (unreadable, or without a
     /// usable caption), with why.
     pub skipped: Vec<(PathBuf, String)>,
@@ -232,19 +244,24 @@ impl SourceSpec {
     }
 
     /// Opens the source, reading an image folder's captions as `captions`
-    /// says. Only image folders have captions: requiring them of another
-    /// source is an error.
+    /// says. Only image folders and `captioned-digits` have captions:
+    /// requiring them of another source is an error. `captioned-digits`
+    /// has its captions unless `captions.enabled` is `Some(false)` (as
+    /// [`SourceSpec::open`] passes); its attributes are always there.
     pub fn open_with_captions(
         &self,
         opts: &OpenOptions,
         captions: &CaptionOptions,
     ) -> Result<Dataset> {
         let spec = self.to_string();
-        if captions.required() && !matches!(self, SourceSpec::Folder(_)) {
+        if captions.required()
+            && !matches!(self, SourceSpec::Folder(_) | SourceSpec::CaptionedDigits(_))
+        {
             return Err(Error::Spec {
                 spec,
                 reason: "captions were asked for, but only an image folder has captions (a \
-                         metadata.jsonl or metadata.csv, or .txt files beside the images)"
+                         metadata.jsonl or metadata.csv, or .txt files beside the images), or \
+                         the bundled `captioned-digits`"
                     .to_string(),
             });
         }
@@ -253,6 +270,9 @@ impl SourceSpec {
                 let (images, labels) = bundled::digits()?;
                 let names = (0..10).map(|d| d.to_string()).collect();
                 Dataset::from_idx(spec, images, Some(labels), names, Path::new("digits"))
+            }
+            SourceSpec::CaptionedDigits(split) => {
+                Dataset::captioned_digits(spec, *split, captions.enabled != Some(false))
             }
             SourceSpec::FashionMnist(split) | SourceSpec::Mnist(split) => {
                 let name = if matches!(self, SourceSpec::Mnist(_)) {
@@ -312,6 +332,7 @@ impl SourceSpec {
                     class_names: cifar::CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
                     captions: None,
                     caption_report: None,
+                    attributes: None,
                     skipped: Vec::new(),
                     strict: false,
                 })
@@ -447,6 +468,7 @@ impl Dataset {
             class_names,
             captions: None,
             caption_report: None,
+            attributes: None,
             skipped: Vec::new(),
             strict: false,
         })
@@ -566,8 +588,44 @@ impl Dataset {
             class_names: listing.class_names,
             captions: caption_report.is_some().then_some(captions),
             caption_report,
+            attributes: None,
             skipped,
             strict: opts.strict,
+        })
+    }
+
+    /// The canvases of `captioned-digits`, composed in parallel and packed.
+    fn captioned_digits(spec: String, split: Split, with_captions: bool) -> Result<Dataset> {
+        let generator = captioned_digits::CaptionedDigits::new()?;
+        let n = captioned_digits::CaptionedDigits::len(split);
+        let items: Vec<captioned_digits::Item> = (0..n)
+            .into_par_iter()
+            .map(|i| generator.item(split, i))
+            .collect();
+        let side = captioned_digits::CANVAS;
+        let mut pixels = Vec::with_capacity(n * (side * side) as usize);
+        let mut captions = Vec::with_capacity(n);
+        let mut attributes = Vec::with_capacity(n);
+        for item in items {
+            pixels.extend_from_slice(item.image.as_raw());
+            captions.push(item.captions);
+            attributes.push(item.attributes);
+        }
+        Ok(Dataset {
+            spec,
+            items: Items::Packed {
+                pixels: Arc::new(pixels),
+                height: side,
+                width: side,
+                channels: 1,
+            },
+            labels: None,
+            class_names: Vec::new(),
+            captions: with_captions.then_some(captions),
+            caption_report: None,
+            attributes: Some(attributes),
+            skipped: Vec::new(),
+            strict: false,
         })
     }
 
@@ -640,8 +698,15 @@ impl Dataset {
         })
     }
 
-    /// What reading the captions found: their source, counts and every
-    /// problem (`None` without captions).
+    /// What canvas `i` of `captioned-digits` shows (digits, sizes, strokes),
+    /// to score samples of its captions; `None` for other sources.
+    pub fn attributes(&self, i: usize) -> Option<&captioned_digits::Attributes> {
+        self.attributes.as_ref().map(|a| &a[i])
+    }
+
+    /// What reading an image folder's captions found: their source, counts
+    /// and every problem (`None` without captions, and for
+    /// `captioned-digits`, whose captions are generated).
     pub fn caption_report(&self) -> Option<&CaptionReport> {
         self.caption_report.as_ref()
     }
