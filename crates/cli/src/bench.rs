@@ -140,8 +140,9 @@ fn model_bench(args: &Args, mode: &str, device: Device) -> Result<serde_json::Va
         "train" => {
             let mut trainer = bench_trainer(args, &cfg)?;
             let seconds = train(&mut trainer, args, shape, device)?;
-            let forward = forward_flops(trainer.unet(), h, w)?;
-            (seconds, trainer.unet().num_parameters(), 3 * forward)
+            let unet = trainer.unet().context("the bench trains a UNet2DModel")?;
+            let forward = forward_flops(unet, h, w)?;
+            (seconds, unet.num_parameters(), 3 * forward)
         }
         _ => {
             tensor::seed::seed_everything(0);
@@ -203,6 +204,7 @@ pub fn bench_batch(shape: [i64; 4], device: Device) -> MicroBatch {
     MicroBatch {
         images: Tensor::rand(shape, (Kind::Float, device)) * 2.0 - 1.0,
         labels: None,
+        captions: None,
     }
 }
 

@@ -46,6 +46,11 @@ pub struct LoaderConfig {
     pub drop_last: bool,
     /// Batches prepared ahead of time.
     pub prefetch: usize,
+    /// For a source with captions: the probability of handing out the empty
+    /// caption instead of the image's (diffusers' `proportion_empty_prompts`,
+    /// for classifier-free guidance), decided per (seed, epoch, image) by
+    /// [`crate::source::captions::caption_dropout`].
+    pub caption_dropout: f64,
 }
 
 impl Default for LoaderConfig {
@@ -56,6 +61,7 @@ impl Default for LoaderConfig {
             shuffle: true,
             drop_last: true,
             prefetch: 4,
+            caption_dropout: 0.0,
         }
     }
 }
@@ -89,6 +95,12 @@ pub struct Batch {
     pub images: Tensor,
     /// `[B]` int64 class labels, when the source has labels.
     pub labels: Option<Tensor>,
+    /// One caption per image, when the source has captions: the one chosen
+    /// for this epoch ([`Dataset::caption`]), or the empty caption with
+    /// probability [`LoaderConfig::caption_dropout`]
+    /// ([`Dataset::training_caption`]). A pure function of (seed, epoch,
+    /// image), so a resumed loader hands out the same captions.
+    pub captions: Option<Vec<String>>,
     /// Dataset indices of the images.
     pub indices: Vec<usize>,
     /// Where this batch (the global batch, when sharded) started.
@@ -156,6 +168,12 @@ impl DataLoader {
         }
         if config.prefetch == 0 {
             return Err(Error::Loader("prefetch must be at least 1".into()));
+        }
+        if !(0.0..=1.0).contains(&config.caption_dropout) {
+            return Err(Error::Loader(format!(
+                "caption_dropout {}: expected a probability in [0, 1]",
+                config.caption_dropout
+            )));
         }
         let n = dataset.len();
         if n == 0 {
@@ -349,6 +367,22 @@ impl Shared {
                 .collect();
             Tensor::from_slice(&l)
         });
+        let captions = self.dataset.has_captions().then(|| {
+            indices
+                .iter()
+                .map(|&i| {
+                    self.dataset
+                        .training_caption(
+                            i,
+                            pos.epoch,
+                            self.config.seed,
+                            self.config.caption_dropout,
+                        )
+                        .unwrap_or_default()
+                        .to_string()
+                })
+                .collect()
+        });
         let next = if end >= n || (self.drop_last() && end + b > n) {
             Position {
                 epoch: pos.epoch + 1,
@@ -363,6 +397,7 @@ impl Shared {
         Ok(Batch {
             images,
             labels,
+            captions,
             indices,
             start: pos,
             next,

@@ -148,9 +148,10 @@ impl TextToImage {
     /// (`[n, 3, H, W]` in [-1, 1]) drawn from the VAE posterior with the
     /// standard-normal `draw` (`[n, 4, H/8, W/8]`).
     pub fn encode_images(&self, images: &Tensor, draw: &Tensor) -> Result<Tensor> {
-        let posterior = self.vae.encode(images)?;
+        let vae = self.latent_vae()?;
+        let posterior = vae.encode(images)?;
         let z = posterior.sample_with(&draw.f_to_device(posterior.mean.device())?)?;
-        Ok(self.vae.scale_latents(&z)?)
+        Ok(vae.scale_latents(&z)?)
     }
 
     /// Image to image: final latents of `images` (`[n, 3, H, W]` in
@@ -172,7 +173,7 @@ impl TextToImage {
         let start = start_position(solver, strength)?;
         if inpaint_by_channels(
             self.unet.config().in_channels,
-            self.vae.config().latent_channels,
+            self.latent_vae()?.config().latent_channels,
         )? {
             return Err(Error::Unsupported(
                 "an inpainting U-Net (9 input channels) edits with a mask: use inpainting".into(),
@@ -217,7 +218,8 @@ impl TextToImage {
         let images = images.f_to_device(device)?.f_to_kind(Kind::Float)?;
         let masks = masks.f_to_device(device)?.f_to_kind(Kind::Float)?;
         let cfg = self.unet.config();
-        let by_channels = inpaint_by_channels(cfg.in_channels, self.vae.config().latent_channels)?;
+        let by_channels =
+            inpaint_by_channels(cfg.in_channels, self.latent_vae()?.config().latent_channels)?;
         let image_latents = match &draws.image {
             Some(draw) => Some(tile_batch(
                 &self.encode_images(&images, draw)?,

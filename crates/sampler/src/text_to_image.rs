@@ -7,6 +7,13 @@
 //! The folder is a diffusers `StableDiffusionPipeline` save (`model_index.json`,
 //! `unet/`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`); the
 //! safety checker and feature extractor are not used.
+//!
+//! A pipeline in **pixel space** (what the trainer writes for a
+//! text-conditioned run) has no `vae/` and `"vae": [null, null]` in its
+//! `model_index.json`: its U-Net denoises the images themselves
+//! (`in_channels` image channels, any number), and decoding is the identity
+//! (clamped to [-1, 1], then mapped to [0, 1]). Each of its components loads
+//! in diffusers or transformers on its own.
 
 use std::path::{Path, PathBuf};
 
@@ -37,7 +44,8 @@ pub struct TextToImage {
     pub tokenizer: ClipTokenizer,
     pub text_encoder: ClipTextModel,
     pub unet: ConditionUNet,
-    pub vae: Vae,
+    /// The VAE of a latent-space pipeline; `None` for one in pixel space.
+    pub vae: Option<Vae>,
     /// `scheduler/scheduler_config.json`.
     pub scheduler: SchedulerConfig,
     /// Its `_class_name` (e.g. `PNDMScheduler`), when the file names one.
@@ -106,7 +114,13 @@ impl TextToImage {
                 SUPPORTED.join(", ")
             )));
         }
+        // Pixel space: the index says there is no VAE (null or absent) and
+        // there is no vae/ folder.
+        let pixel_space = index.component("vae").is_none() && !root.join("vae").is_dir();
         for part in ["unet", "vae", "text_encoder", "tokenizer", "scheduler"] {
+            if part == "vae" && pixel_space {
+                continue;
+            }
             if !root.join(part).is_dir() {
                 return Err(fail(format!("the pipeline has no {part}/ folder")));
             }
@@ -114,7 +128,11 @@ impl TextToImage {
         let tokenizer = ClipTokenizer::from_folder(root.join("tokenizer"))?;
         let text_encoder = ClipTextModel::load(root.join("text_encoder"), device, DType::F32)?;
         let unet = ConditionUNet::load(root.join("unet"), device)?;
-        let vae = Vae::load(root.join("vae"), device)?;
+        let vae = if pixel_space {
+            None
+        } else {
+            Some(Vae::load(root.join("vae"), device)?)
+        };
         let scheduler = scheduler_config_for(&root)?;
         let scheduler_class = scheduler
             .extra
@@ -163,7 +181,9 @@ impl TextToImage {
         let result = (|| -> Result<()> {
             std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
             self.unet.save(tmp.join("unet"))?;
-            self.vae.save(tmp.join("vae"))?;
+            if let Some(vae) = &self.vae {
+                vae.save(tmp.join("vae"))?;
+            }
             self.text_encoder.save(tmp.join("text_encoder"))?;
             let scheduler = tmp.join("scheduler");
             std::fs::create_dir_all(&scheduler).map_err(io(&scheduler))?;
@@ -193,7 +213,10 @@ impl TextToImage {
                 "text_encoder": ["transformers", "CLIPTextModel"],
                 "tokenizer": ["transformers", "CLIPTokenizer"],
                 "unet": ["diffusers", "UNet2DConditionModel"],
-                "vae": ["diffusers", "AutoencoderKL"],
+                "vae": match self.vae {
+                    Some(_) => serde_json::json!(["diffusers", "AutoencoderKL"]),
+                    None => serde_json::json!([null, null]),
+                },
             });
             let text = serde_json::to_string_pretty(&index).unwrap_or_default() + "\n";
             tensor::fs::write_bytes_atomic(&tmp.join("model_index.json"), text.as_bytes())?;
@@ -206,9 +229,32 @@ impl TextToImage {
         result
     }
 
-    /// Pixels per latent cell (8 for Stable Diffusion).
+    /// Pixels per latent cell (8 for Stable Diffusion; 1 in pixel space).
     pub fn vae_scale_factor(&self) -> i64 {
-        1 << (self.vae.config().block_out_channels.len().saturating_sub(1))
+        match &self.vae {
+            Some(vae) => 1 << (vae.config().block_out_channels.len().saturating_sub(1)),
+            None => 1,
+        }
+    }
+
+    /// Channels of what the U-Net denoises: the VAE's latent channels, or
+    /// in pixel space the U-Net's own input channels.
+    pub fn latent_channels(&self) -> i64 {
+        match &self.vae {
+            Some(vae) => vae.config().latent_channels,
+            None => self.unet.config().in_channels,
+        }
+    }
+
+    /// The VAE, for what needs one (editing images in latent space); an
+    /// error naming the folder for a pipeline in pixel space.
+    pub fn latent_vae(&self) -> Result<&Vae> {
+        self.vae.as_ref().ok_or_else(|| Error::ModelFolder {
+            path: self.root.clone(),
+            reason: "a pipeline in pixel space (no vae/) cannot encode images: editing needs a \
+                     latent-space pipeline"
+                .into(),
+        })
     }
 
     /// The default `(height, width)`: the U-Net's `sample_size` times the
@@ -298,10 +344,14 @@ impl TextToImage {
         })
     }
 
-    /// Images in [0, 1] (`[N, 3, H, W]`, f32 on the CPU) of final latents,
-    /// as diffusers' `output_type="pt"` gives them.
+    /// Images in [0, 1] (`[N, 3, H, W]`, f32 on the CPU; in pixel space
+    /// `[N, C, H, W]` with the U-Net's channels) of final latents, as
+    /// diffusers' `output_type="pt"` gives them.
     pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
-        let images = self.vae.decode_latents(latents)?;
+        let images = match &self.vae {
+            Some(vae) => vae.decode_latents(latents)?,
+            None => latents.f_clamp(-1.0, 1.0)?,
+        };
         Ok((images.f_to_kind(Kind::Float)? / 2.0 + 0.5)
             .f_clamp(0.0, 1.0)?
             .f_to_device(Device::Cpu)?)

@@ -13,12 +13,25 @@ use crate::Result;
 
 /// Train a diffusion model. With no arguments: the `default` preset (the
 /// bundled digits, about ten minutes on a 2-core CPU), into `runs/<name>/`.
+///
+/// What the model is conditioned on follows the data: an image folder with
+/// captions (metadata.jsonl/csv or .txt sidecars) trains text to image, with
+/// a CLIP text encoder trained alongside from scratch (`--preset
+/// captions-tiny` to try it; then `lmzh txt2img --model RUN_DIR`); class
+/// subfolders train a class-conditional model (`model.class_conditional`).
+/// Override with `--set model.conditioning=text|class|none`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(after_help = "Text to image:\n  \
+    lmzh train --preset captions-tiny\n  \
+    lmzh train --data path/to/captioned --set data.preprocess.resolution=32 --set data.preprocess.channels=3 \
+--set model.text.proportion_empty_prompts=0.1\n  \
+    lmzh txt2img --model runs/NAME --prompt \"a red circle\" --sampler dpm++2m --steps 25 --guidance-scale 3")]
 pub struct Args {
     /// A TOML config file (see `--print-config` for every key).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Start from a preset: default, fashion-mnist, cifar10.
+    /// Start from a preset: default, fashion-mnist, cifar10, captions-tiny
+    /// (text to image on bundled captioned shapes).
     #[arg(long, default_value = "default", conflicts_with = "config")]
     pub preset: String,
     /// Continue a run: a checkpoint file, a run folder, or `latest`.
@@ -208,8 +221,15 @@ pub fn report(s: &Summary) {
     }
     println!("run folder: {}", s.run_dir.display());
     println!("  samples:  {}", s.run_dir.join("samples").display());
-    println!(
-        "  sample more: cargo run -p sampler -- --model {} --sampler dpm++2m --steps 25 --guidance-scale 2",
-        s.run_dir.display()
-    );
+    if s.run_dir.join("text_encoder").is_dir() {
+        println!(
+            "  sample more: lmzh txt2img --model {} --prompt \"...\" --sampler dpm++2m --steps 25 --guidance-scale 3",
+            s.run_dir.display()
+        );
+    } else {
+        println!(
+            "  sample more: cargo run -p sampler -- --model {} --sampler dpm++2m --steps 25 --guidance-scale 2",
+            s.run_dir.display()
+        );
+    }
 }

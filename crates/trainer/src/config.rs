@@ -57,6 +57,10 @@ pub struct DataConfig {
     /// Stop on an unreadable image instead of skipping it.
     pub strict: bool,
     pub prefetch: usize,
+    /// The metadata column that holds an image folder's captions (`text`
+    /// when absent, as diffusers' `--caption_column`); naming one requires
+    /// captions.
+    pub caption_column: Option<String>,
 }
 
 /// The U-Net: a preset and the knobs people change most.
@@ -80,6 +84,189 @@ pub struct ModelConfig {
     pub class_conditional: bool,
     /// Probability of replacing a label by the null label while training.
     pub label_dropout: f64,
+    /// What the model is conditioned on: `auto` (captions in the data ->
+    /// `text`; else `class` when `class_conditional` is set, else `none`),
+    /// `text` (captions, with a text encoder trained alongside), `class`
+    /// (the data's class labels) or `none` (unconditional).
+    pub conditioning: Conditioning,
+    /// The models of text conditioning (used when it is `text`).
+    pub text: TextConfig,
+}
+
+/// What a model is conditioned on ([`ModelConfig::conditioning`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Conditioning {
+    /// Chosen by the data: captions -> text, else class labels when
+    /// `class_conditional`, else none.
+    #[default]
+    Auto,
+    /// Captions, through a CLIP text encoder trained with the U-Net.
+    Text,
+    /// Class labels (an extra null label for classifier-free guidance).
+    Class,
+    /// Unconditional.
+    None,
+}
+
+impl std::fmt::Display for Conditioning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Conditioning::Auto => "auto",
+            Conditioning::Text => "text",
+            Conditioning::Class => "class",
+            Conditioning::None => "none",
+        })
+    }
+}
+
+/// Text conditioning: a `UNet2DConditionModel` whose cross-attention reads
+/// the hidden states of a small `CLIPTextModel` (CLIP's tokenizer and
+/// vocabulary, bundled), both trained from scratch. The defaults are sized
+/// for a CPU: about 1 M U-Net weights and a 2-layer, 64-wide text encoder
+/// (whose 49,408-token embedding table holds most of its 3.3 M weights).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TextConfig {
+    /// The U-Net's channels per level (diffusers' `block_out_channels`).
+    pub block_out_channels: Vec<i64>,
+    pub layers_per_block: i64,
+    /// `CrossAttnDownBlock2D` or `DownBlock2D` per level.
+    pub down_block_types: Vec<String>,
+    /// `CrossAttnUpBlock2D` or `UpBlock2D` per level.
+    pub up_block_types: Vec<String>,
+    /// Attention heads of the U-Net's transformer blocks (diffusers'
+    /// `attention_head_dim`, which despite its name counts heads).
+    pub attention_head_dim: i64,
+    pub norm_num_groups: i64,
+    /// The text encoder's width: the U-Net's `cross_attention_dim`.
+    pub hidden_size: i64,
+    pub intermediate_size: i64,
+    pub num_hidden_layers: i64,
+    pub num_attention_heads: i64,
+    /// Tokens per caption (at most 77, CLIP's; shorter is faster, and the
+    /// run's tokenizer pads and cuts to it).
+    pub max_position_embeddings: i64,
+    /// Train the text encoder with the U-Net (false: it keeps its initial
+    /// weights, bit for bit).
+    pub train_text_encoder: bool,
+    /// Probability of training on the empty caption instead of the image's
+    /// (diffusers' `proportion_empty_prompts`), for classifier-free guidance.
+    pub proportion_empty_prompts: f64,
+    /// The prompts of the sample grids, one column each (empty: the first
+    /// few distinct captions of the data).
+    pub sample_prompts: Vec<String>,
+}
+
+impl Default for TextConfig {
+    fn default() -> Self {
+        let strings = |s: &[&str]| s.iter().map(|s| s.to_string()).collect();
+        TextConfig {
+            block_out_channels: vec![32, 64],
+            layers_per_block: 1,
+            down_block_types: strings(&["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"]),
+            up_block_types: strings(&["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]),
+            attention_head_dim: 4,
+            norm_num_groups: 8,
+            hidden_size: 64,
+            intermediate_size: 256,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            max_position_embeddings: 77,
+            train_text_encoder: true,
+            proportion_empty_prompts: 0.1,
+            sample_prompts: Vec::new(),
+        }
+    }
+}
+
+/// The captioned folder of the `captions-tiny` preset (written by
+/// `cargo run -p trainer --example make_captions_tiny`).
+const CAPTIONS_TINY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets/captions-tiny");
+
+/// CLIP's tokenizer pads and cuts captions to this many tokens.
+pub const CLIP_MAX_TOKENS: i64 = 77;
+
+impl TextConfig {
+    /// The `UNet2DConditionModel` for images of `channels` x `size` x
+    /// `size` (pixel space: the U-Net sees the images themselves), with
+    /// `dropout` (the model's).
+    pub fn unet_config(
+        &self,
+        channels: i64,
+        size: i64,
+        dropout: f64,
+    ) -> Result<unet::UNetConditionConfig> {
+        use unet::condition_config::PerBlock;
+        let u = unet::UNetConditionConfig {
+            sample_size: Some(unet::config::SampleSize::Square(size)),
+            in_channels: channels,
+            out_channels: channels,
+            down_block_types: self.down_block_types.clone(),
+            up_block_types: self.up_block_types.clone(),
+            block_out_channels: self.block_out_channels.clone(),
+            layers_per_block: PerBlock::One(self.layers_per_block),
+            dropout,
+            norm_num_groups: self.norm_num_groups,
+            cross_attention_dim: PerBlock::One(self.hidden_size),
+            attention_head_dim: PerBlock::One(self.attention_head_dim),
+            ..unet::UNetConditionConfig::default()
+        };
+        u.validate().map_err(|e| Error::Setting {
+            key: "model.text".into(),
+            reason: e.to_string(),
+        })?;
+        Ok(u)
+    }
+
+    /// The `CLIPTextModel` (transformers' `CLIPTextConfig` keys; CLIP's
+    /// vocabulary and special tokens, quick_gelu as CLIP).
+    pub fn text_encoder_config(&self) -> Result<text::ClipTextConfig> {
+        let c = text::ClipTextConfig {
+            vocab_size: Some(49408),
+            hidden_size: Some(self.hidden_size),
+            intermediate_size: Some(self.intermediate_size),
+            projection_dim: Some(self.hidden_size),
+            num_hidden_layers: Some(self.num_hidden_layers),
+            num_attention_heads: Some(self.num_attention_heads),
+            max_position_embeddings: Some(self.max_position_embeddings),
+            pad_token_id: Some(1),
+            bos_token_id: Some(49406),
+            eos_token_id: Some(49407),
+            ..text::ClipTextConfig::sd15()
+        };
+        c.dims().map_err(|e| Error::Setting {
+            key: "model.text".into(),
+            reason: e.to_string(),
+        })?;
+        Ok(c)
+    }
+
+    /// Checks what the model constructors do not.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, reason: String| {
+            Err(Error::Setting {
+                key: format!("model.text.{key}"),
+                reason,
+            })
+        };
+        if !(0.0..=1.0).contains(&self.proportion_empty_prompts) {
+            return bad(
+                "proportion_empty_prompts",
+                format!("{}: must lie in [0, 1]", self.proportion_empty_prompts),
+            );
+        }
+        if !(2..=CLIP_MAX_TOKENS).contains(&self.max_position_embeddings) {
+            return bad(
+                "max_position_embeddings",
+                format!(
+                    "{}: must lie in [2, {CLIP_MAX_TOKENS}] (CLIP's tokenizer pads captions to                      at most {CLIP_MAX_TOKENS} tokens)",
+                    self.max_position_embeddings
+                ),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// The forward process and the objective.
@@ -167,6 +354,7 @@ impl Default for DataConfig {
             preprocess: Preprocess::default(),
             strict: false,
             prefetch: 4,
+            caption_column: None,
         }
     }
 }
@@ -223,6 +411,8 @@ impl ModelConfig {
             resnet_time_scale_shift: u.resnet_time_scale_shift,
             class_conditional: false,
             label_dropout: 0.1,
+            conditioning: Conditioning::Auto,
+            text: TextConfig::default(),
         })
     }
 
@@ -271,7 +461,8 @@ impl NoiseConfig {
 
 impl TrainConfig {
     /// The names [`TrainConfig::preset`] accepts.
-    pub const PRESETS: &'static [&'static str] = &["default", "fashion-mnist", "cifar10"];
+    pub const PRESETS: &'static [&'static str] =
+        &["default", "fashion-mnist", "cifar10", "captions-tiny"];
 
     /// A named preset.
     ///
@@ -280,6 +471,10 @@ impl TrainConfig {
     /// - `fashion-mnist`: full Fashion-MNIST (`cargo xtask data fashion-mnist`).
     /// - `cifar10`: CIFAR-10 with the DDPM paper's model (Ho et al. 2020:
     ///   lr 2e-4, batch 128, warm-up 5000, dropout 0.1, random flips); a GPU job.
+    /// - `captions-tiny`: text to image in pixel space on the bundled
+    ///   captioned shapes (`assets/captions-tiny`: "a red circle", ...), with
+    ///   a small CLIP text encoder trained from scratch alongside the U-Net;
+    ///   a few minutes on a CPU.
     pub fn preset(name: &str) -> Result<Self> {
         let base = TrainConfig {
             name: String::new(),
@@ -404,6 +599,32 @@ impl TrainConfig {
                 eval: EvalConfig::default(),
                 ..base
             },
+            "captions-tiny" => TrainConfig {
+                steps: 1500,
+                batch_size: 32,
+                data: DataConfig {
+                    source: SourceSpec::Folder(PathBuf::from(CAPTIONS_TINY)),
+                    preprocess: Preprocess {
+                        resolution: Some(16),
+                        channels: Some(3),
+                        ..Preprocess::default()
+                    },
+                    ..DataConfig::default()
+                },
+                model: ModelConfig {
+                    class_conditional: false,
+                    conditioning: Conditioning::Text,
+                    ..ModelConfig::from_preset("small-grey-28")?
+                },
+                log: LogConfig {
+                    sample_images: 24,
+                    guidance_scale: 3.0,
+                    ..LogConfig::default()
+                },
+                // No feature net fits these pictures.
+                eval: EvalConfig::default(),
+                ..base
+            },
             other => {
                 return Err(Error::Setting {
                     key: "preset".into(),
@@ -509,6 +730,11 @@ impl TrainConfig {
                 "must be at least 2 (a covariance needs two samples)",
             );
         }
+        if self.model.conditioning != Conditioning::Class
+            && self.model.conditioning != Conditioning::None
+        {
+            self.model.text.validate()?;
+        }
         self.optim.validate()?;
         self.data.preprocess.validate()?;
         Ok(())
@@ -522,6 +748,11 @@ impl TrainConfig {
             shuffle: true,
             drop_last: true,
             prefetch: self.data.prefetch,
+            caption_dropout: if self.model.conditioning == Conditioning::Text {
+                self.model.text.proportion_empty_prompts
+            } else {
+                0.0
+            },
         }
     }
 }
@@ -573,6 +804,39 @@ mod tests {
         std::fs::write(&p, "stpes = 10\n").unwrap();
         let err = TrainConfig::load(&p).unwrap_err().to_string();
         assert!(err.contains("train.toml") && err.contains("stpes"), "{err}");
+    }
+
+    #[test]
+    fn conditioning_and_text_settings_parse_and_are_checked() {
+        let mut c = TrainConfig::default();
+        assert_eq!(c.model.conditioning, Conditioning::Auto);
+        c.set("model.conditioning=text").unwrap();
+        c.set("data.caption_column=caption").unwrap();
+        c.set("model.text.train_text_encoder=false").unwrap();
+        assert_eq!(c.model.conditioning, Conditioning::Text);
+        assert_eq!(c.data.caption_column.as_deref(), Some("caption"));
+        assert!(!c.model.text.train_text_encoder);
+        assert_eq!(c.loader().caption_dropout, 0.1);
+        let err = c.set("model.conditioning=words").unwrap_err().to_string();
+        assert!(err.contains("model.conditioning"), "{err}");
+        c.model.text.proportion_empty_prompts = 1.5;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("model.text.proportion_empty_prompts"), "{err}");
+        c.model.text.proportion_empty_prompts = 0.1;
+        c.model.text.max_position_embeddings = 100;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("model.text.max_position_embeddings"), "{err}");
+        // The default text models: a U-Net attending to the encoder's width.
+        let t = TextConfig::default();
+        let u = t.unet_config(3, 16, 0.0).unwrap();
+        assert_eq!(u.encoder_width(), t.hidden_size);
+        assert_eq!(t.text_encoder_config().unwrap().hidden_size(), 64);
+        let bad = TextConfig {
+            norm_num_groups: 7,
+            ..TextConfig::default()
+        };
+        let err = bad.unet_config(3, 16, 0.0).unwrap_err().to_string();
+        assert!(err.contains("model.text"), "{err}");
     }
 
     #[test]

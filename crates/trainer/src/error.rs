@@ -47,6 +47,11 @@ pub enum Error {
     #[error(transparent)]
     UNet(#[from] unet::Error),
 
+    /// Boxed: the text crate's errors are large, and every `Result` of this
+    /// crate would carry their size.
+    #[error(transparent)]
+    Text(Box<text::Error>),
+
     #[error(transparent)]
     Data(#[from] data_pipeline::Error),
 
@@ -62,6 +67,12 @@ pub enum Error {
 
 /// Result alias of the `trainer` crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<text::Error> for Error {
+    fn from(e: text::Error) -> Self {
+        Error::Text(Box::new(e))
+    }
+}
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {

@@ -9,6 +9,7 @@ use tch::Tensor;
 
 use crate::checkpoint::{self, Snapshot};
 use crate::evaluate::{self, Evaluator};
+use crate::model::Model;
 use crate::progress::{Fd, Progress, Status};
 use crate::run_dir::{self, RunDir};
 use crate::step::StepOutput;
@@ -40,7 +41,14 @@ impl Hooks {
         let data = t.data()?;
         let (noise, labels) =
             preview::fixed_inputs(&t.config, &data.probe, data.num_classes, t.device);
-        let mut evaluator = if t.is_main() {
+        let text = t.model.text().is_some();
+        if text && t.is_main() && t.config.eval.every > 0 {
+            tracing::warn!(
+                "in-training evaluation (FD/KID) is not available for text-conditioned runs; \
+                 set eval.every = 0 to silence this"
+            );
+        }
+        let mut evaluator = if t.is_main() && !text {
             Evaluator::new(&t.config, &data.probe, data.num_classes, t.device)?
         } else {
             None
@@ -116,21 +124,32 @@ impl Hooks {
         Ok(())
     }
 
-    /// A grid sampled with the EMA weights from the fixed noise (rank 0).
+    /// A grid sampled with the EMA weights from the fixed noise (rank 0):
+    /// for text conditioning, one column per prompt.
     pub(crate) fn write_samples(&self, t: &Trainer) -> Result<()> {
-        let images = t.ema.with_averaged(&t.params, || {
-            preview::sample(
-                &t.unet,
+        let images = t.ema.with_averaged(&t.params, || match &t.model {
+            Model::Plain(unet) => preview::sample(
+                unet,
                 &t.scheduler_config,
                 &self.noise,
                 self.labels.as_ref(),
                 t.null_label,
                 (&t.config.log).into(),
-            )
+            ),
+            Model::Text(m) => preview::sample_text(
+                m,
+                &t.scheduler_config,
+                &self.noise,
+                &t.data()?.prompts,
+                (&t.config.log).into(),
+            ),
         })?;
         let path = self.run.samples().join(format!("step-{:06}.png", t.step));
+        let prompts = t.data()?.prompts.len();
         let nrow = if self.labels.is_some() {
             10
+        } else if t.model.text().is_some() {
+            prompts.max(1) as i64
         } else {
             (images.size()[0] as f64).sqrt().ceil() as i64
         };
@@ -156,8 +175,11 @@ impl Hooks {
         };
         let step = t.step;
         let started = Instant::now();
+        let Some(unet) = t.model.unet() else {
+            return Ok(());
+        };
         let report = t.ema.with_averaged(&t.params, || {
-            e.evaluate(&t.unet, &t.scheduler_config, t.null_label, t.device)
+            e.evaluate(unet, &t.scheduler_config, t.null_label, t.device)
         })?;
         let best = e.record(step, &report);
         if best {
@@ -207,18 +229,14 @@ impl Trainer {
         checkpoint::prune(&dir, self.config.log.keep_checkpoints);
         // The diffusers export always holds the EMA weights of the last checkpoint.
         self.ema
-            .with_averaged(&self.params, || self.unet.save(run.root.join("unet")))?;
+            .with_averaged(&self.params, || self.model.save(&run.root))?;
         tracing::info!(step = self.step, "checkpoint written");
         Ok(())
     }
 
     /// Writes the whole training state to `path`.
     fn write_snapshot(&self, path: &Path) -> Result<()> {
-        let model: Vec<(String, Tensor)> = {
-            let mut v: Vec<_> = self.unet.vs.variables().into_iter().collect();
-            v.sort_by(|a, b| a.0.cmp(&b.0));
-            v
-        };
+        let model = self.model.variables();
         let optim = self.opt.state();
         let snap = Snapshot {
             step: self.step,

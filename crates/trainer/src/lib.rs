@@ -12,6 +12,9 @@
 //! - [`step`]: one optimiser step (objective, label dropout, the guard);
 //! - [`mod@train`]: the loop and its hooks (metrics, samples, checkpoints,
 //!   evaluation), Ctrl-C;
+//! - [`model`]: what a run trains: a `UNet2DModel`, or for text
+//!   conditioning a `UNet2DConditionModel` with a CLIP text encoder trained
+//!   with it from scratch (CLIP's tokenizer, bundled);
 //! - [`objective`]: the loss of one micro-batch;
 //! - [`optim`]: AdamW with checkpointable state, clipping, LR schedule;
 //! - [`ema`]: the weight average used for sampling and export;
@@ -37,6 +40,7 @@ pub mod evaluate;
 mod hooks;
 #[cfg(feature = "cli")]
 pub mod launch;
+pub mod model;
 pub mod objective;
 pub mod optim;
 mod plot;

@@ -3,7 +3,7 @@
 
 use schedule::Schedule;
 use tch::{Kind, Tensor};
-use unet::UNet;
+use unet::{ConditionUNet, UNet};
 
 use crate::config::NoiseConfig;
 use crate::Result;
@@ -34,12 +34,45 @@ pub fn objective(
     precision: tensor::Precision,
     batch: &Batch<'_>,
 ) -> Result<Tensor> {
-    let x_t = schedule.add_noise(batch.x0, batch.noise, batch.t)?;
     let device = unet.model.device();
-    let pred = tensor::amp::autocast(device, precision, || {
-        unet.forward_t(&x_t, batch.t, batch.labels, true)
-    })??
-    .to_kind(Kind::Float);
+    objective_of(schedule, noise_config, batch, |x_t| {
+        Ok(tensor::amp::autocast(device, precision, || {
+            unet.forward_t(x_t, batch.t, batch.labels, true)
+        })??)
+    })
+}
+
+/// [`objective`] for a text-to-image U-Net: the same loss, with the
+/// U-Net attending to `encoder_hidden_states` (`[N, L, D]`, the text
+/// encoder's output for the batch's captions; gradients flow back into
+/// the text encoder when it is trained). `batch.labels` is unused.
+pub fn text_objective(
+    unet: &ConditionUNet,
+    encoder_hidden_states: &Tensor,
+    schedule: &Schedule,
+    noise_config: &NoiseConfig,
+    precision: tensor::Precision,
+    batch: &Batch<'_>,
+) -> Result<Tensor> {
+    let device = unet.model.device();
+    let cond = unet::unet_2d_condition::Conditioning::text(encoder_hidden_states);
+    objective_of(schedule, noise_config, batch, |x_t| {
+        Ok(tensor::amp::autocast(device, precision, || {
+            unet.model.forward_t(x_t, batch.t, cond, true)
+        })??)
+    })
+}
+
+/// The loss of `model`'s output (on x_t, in any float kind) against the
+/// target, weighted per timestep and averaged over the batch.
+fn objective_of(
+    schedule: &Schedule,
+    noise_config: &NoiseConfig,
+    batch: &Batch<'_>,
+    model: impl FnOnce(&Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let x_t = schedule.add_noise(batch.x0, batch.noise, batch.t)?;
+    let pred = model(&x_t)?.to_kind(Kind::Float);
     let target = schedule.target(noise_config.prediction_type, batch.x0, batch.noise, batch.t)?;
     let per_sample = (pred - target)
         .square()

@@ -1,6 +1,7 @@
 //! Sample grids during training: the same fixed noise (and, for
-//! class-conditional models, one column per class) at every sampling step,
-//! so that consecutive grids show the model improving.
+//! class-conditional models, one column per class; for text-conditioned
+//! ones, one column per prompt) at every sampling step, so that consecutive
+//! grids show the model improving.
 
 use data_pipeline::preprocess::Chw;
 use schedule::SchedulerConfig;
@@ -8,6 +9,7 @@ use tch::{Device, Kind, Tensor};
 use unet::UNet;
 
 use crate::config::{LogConfig, TrainConfig};
+use crate::model::TextModel;
 use crate::Result;
 
 /// The fixed noise `[M, C, H, W]` and labels (`i % classes`) of a run's grids.
@@ -78,5 +80,48 @@ pub fn sample(
         &mut sampler::TorchRng,
         &mut |_| {},
     )?;
+    Ok(out.clamp(-1.0, 1.0))
+}
+
+/// Samples images from `noise` with a text-conditioned model: image `i`
+/// shows `prompts[i % prompts.len()]` (so a grid of `prompts.len()` columns
+/// has one prompt per column), guided against the empty prompt.
+pub fn sample_text(
+    model: &TextModel,
+    scheduler: &SchedulerConfig,
+    noise: &Tensor,
+    prompts: &[String],
+    spec: SolverSpec<'_>,
+) -> Result<Tensor> {
+    let options = sampler::SolverOptions::default();
+    let mut solver = sampler::by_name(spec.sampler, scheduler, spec.steps, &options)?;
+    let empty = [String::new()];
+    let prompts = if prompts.is_empty() {
+        &empty[..]
+    } else {
+        prompts
+    };
+    let m = noise.size()[0] as usize;
+    let captions: Vec<String> = (0..m).map(|i| prompts[i % prompts.len()].clone()).collect();
+    let cond = sampler::Cond::text(model.encode(&captions, false)?, None);
+    let conditioning = if spec.guidance_scale != 1.0 {
+        let uncond = sampler::Cond::text(model.encode(&empty, false)?, None);
+        sampler::Conditioning {
+            cond,
+            guidance: Some(sampler::Guidance::new(spec.guidance_scale, uncond)),
+        }
+    } else {
+        sampler::Conditioning::from(cond)
+    };
+    let out = tch::no_grad(|| {
+        sampler::sample(
+            &model.unet,
+            solver.as_mut(),
+            noise,
+            &conditioning,
+            &mut sampler::TorchRng,
+            &mut |_| {},
+        )
+    })?;
     Ok(out.clamp(-1.0, 1.0))
 }

@@ -12,7 +12,13 @@
 //!   at the next start or resume, [`RunDir::remove_stale_temps`]);
 //! - `model_index.json`, `unet/`, `scheduler/`: a diffusers `DDPMPipeline`
 //!   export of the EMA model, which `sampler --model RUN_DIR` and diffusers
-//!   both load.
+//!   both load;
+//! - for text conditioning, a text-to-image pipeline in pixel space
+//!   instead: `model_index.json` (`StableDiffusionPipeline` with no VAE),
+//!   `unet/` (`UNet2DConditionModel`), `text_encoder/` (`CLIPTextModel`),
+//!   `tokenizer/` (`CLIPTokenizer`) and `scheduler/`, which
+//!   `lmzh txt2img --model RUN_DIR` loads and whose components diffusers and
+//!   transformers load one by one.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -72,6 +78,8 @@ impl RunDir {
             self.samples(),
             self.root.join("unet"),
             self.root.join("scheduler"),
+            self.root.join("text_encoder"),
+            self.root.join("tokenizer"),
         ] {
             removed.extend(tensor::fs::remove_stale_temps(&dir));
         }
@@ -92,14 +100,33 @@ impl RunDir {
     }
 
     /// Writes `model_index.json` and `scheduler/scheduler_config.json` of the
-    /// diffusers export (the `unet/` folder is written by the U-Net itself).
-    pub fn write_pipeline_files(&self, scheduler: &SchedulerConfig) -> Result<()> {
-        let index = serde_json::json!({
-            "_class_name": "DDPMPipeline",
-            "_diffusers_version": DIFFUSERS_VERSION,
-            "scheduler": ["diffusers", "DDPMScheduler"],
-            "unet": ["diffusers", "UNet2DModel"],
-        });
+    /// diffusers export (the model folders are written by the models
+    /// themselves): a `DDPMPipeline`, or with `text` a pixel-space
+    /// text-to-image pipeline (`StableDiffusionPipeline`'s components with
+    /// `vae` null).
+    pub fn write_pipeline_files(&self, scheduler: &SchedulerConfig, text: bool) -> Result<()> {
+        let index = if text {
+            serde_json::json!({
+                "_class_name": "StableDiffusionPipeline",
+                "_diffusers_version": DIFFUSERS_VERSION,
+                "feature_extractor": [null, null],
+                "image_encoder": [null, null],
+                "requires_safety_checker": false,
+                "safety_checker": [null, null],
+                "scheduler": ["diffusers", "DDPMScheduler"],
+                "text_encoder": ["transformers", "CLIPTextModel"],
+                "tokenizer": ["transformers", "CLIPTokenizer"],
+                "unet": ["diffusers", "UNet2DConditionModel"],
+                "vae": [null, null],
+            })
+        } else {
+            serde_json::json!({
+                "_class_name": "DDPMPipeline",
+                "_diffusers_version": DIFFUSERS_VERSION,
+                "scheduler": ["diffusers", "DDPMScheduler"],
+                "unet": ["diffusers", "UNet2DModel"],
+            })
+        };
         let text = serde_json::to_string_pretty(&index).expect("serialisable");
         tensor::fs::write_bytes_atomic(&self.root.join("model_index.json"), text.as_bytes())?;
         let dir = self.root.join("scheduler");

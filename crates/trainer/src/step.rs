@@ -1,7 +1,8 @@
 //! One optimiser step: [`Trainer::step`].
 //!
 //! Each micro-batch draws its random numbers (timesteps, noise, label
-//! dropout, dropout masks) from libtorch's generator seeded by (seed, step,
+//! dropout, dropout masks; caption dropout is the loader's, decided per
+//! epoch and image) from libtorch's generator seeded by (seed, step,
 //! micro-batch), so a step is a pure function of the training state and its
 //! images: a resumed run continues bit-identically on the CPU, and a caller
 //! that feeds its own batches (`lmzh bench train`) runs exactly the step the
@@ -12,18 +13,22 @@
 
 use tch::{Device, Kind, Tensor};
 
-use crate::objective::{objective, Batch};
+use crate::model::Model;
+use crate::objective::{objective, text_objective, Batch};
 use crate::trainer::Trainer;
 use crate::{Error, Result};
 
-/// The images (and labels) of one micro-batch, as the data loader yields
-/// them.
+/// The images (and labels or captions) of one micro-batch, as the data
+/// loader yields them.
 #[derive(Debug)]
 pub struct MicroBatch {
     /// `[N, C, H, W]` float32 in [-1, 1], on any device.
     pub images: Tensor,
     /// `[N]` int64 class labels (class-conditional models).
     pub labels: Option<Tensor>,
+    /// One caption per image (text-conditioned models), after caption
+    /// dropout: the empty caption trains the unconditional branch.
+    pub captions: Option<Vec<String>>,
 }
 
 impl From<data_pipeline::loader::Batch> for MicroBatch {
@@ -31,6 +36,7 @@ impl From<data_pipeline::loader::Batch> for MicroBatch {
         MicroBatch {
             images: b.images,
             labels: b.labels,
+            captions: b.captions,
         }
     }
 }
@@ -196,13 +202,40 @@ impl Trainer {
             t: &t,
             labels: labels.as_ref(),
         };
-        let loss = objective(
-            &self.unet,
-            &self.schedule,
-            &self.config.noise,
-            self.config.mixed_precision,
-            &batch,
-        )? / accum as f64;
+        let loss = match &self.model {
+            Model::Plain(unet) => objective(
+                unet,
+                &self.schedule,
+                &self.config.noise,
+                self.config.mixed_precision,
+                &batch,
+            )?,
+            Model::Text(m) => {
+                let captions = mb.captions.as_deref().ok_or_else(|| Error::Setting {
+                    key: "model.conditioning".into(),
+                    reason: "a text-conditioned model trains on captioned batches; this batch \
+                             has no captions"
+                        .into(),
+                })?;
+                if captions.len() as i64 != n {
+                    return Err(Error::Setting {
+                        key: "captions".into(),
+                        reason: format!("{} captions for a batch of {n} images", captions.len()),
+                    });
+                }
+                let states = tensor::amp::autocast(device, self.config.mixed_precision, || {
+                    m.encode(captions, true)
+                })??;
+                text_objective(
+                    &m.unet,
+                    &states,
+                    &self.schedule,
+                    &self.config.noise,
+                    self.config.mixed_precision,
+                    &batch,
+                )?
+            }
+        } / accum as f64;
         Ok((loss, t))
     }
 }

@@ -13,15 +13,17 @@ use std::sync::Arc;
 
 use data_pipeline::loader::DataLoader;
 use data_pipeline::preprocess::Chw;
-use data_pipeline::source::OpenOptions;
+use data_pipeline::source::{CaptionOptions, Dataset, OpenOptions};
 use schedule::{Schedule, SchedulerConfig};
 use tch::{Device, Tensor};
-use unet::{UNet, UNetConfig};
+use text::{ClipTextConfig, ClipTextModel, ClipTokenizer, DType};
+use unet::{ConditionUNet, UNet, UNetConditionConfig, UNetConfig};
 
 use crate::checkpoint::{self, Checkpoint};
-use crate::config::TrainConfig;
+use crate::config::{Conditioning, TrainConfig};
 use crate::distributed::{self, Dist, DistOptions};
 use crate::ema::Ema;
+use crate::model::{self, Model, TextModel};
 use crate::optim::AdamW;
 use crate::run_dir::{self, RunDir, RunInfo};
 use crate::{Error, Result};
@@ -50,11 +52,29 @@ pub struct TrainOptions {
 }
 
 /// The training data of a run: its loader, one preprocessed image (the
-/// shape of samples) and its number of classes (0: unconditional).
+/// shape of samples), its number of classes (0: unconditional or text) and,
+/// for text conditioning, the prompts of the sample grids.
 pub(crate) struct Data {
     pub(crate) loader: DataLoader,
     pub(crate) probe: Chw,
     pub(crate) num_classes: usize,
+    pub(crate) prompts: Vec<String>,
+}
+
+/// How many captions of the data the sample grids show when the config
+/// names no prompts.
+const DEFAULT_SAMPLE_PROMPTS: usize = 4;
+
+/// What [`Trainer::build`] makes.
+// Built once per run: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum ModelSpec<'a> {
+    Plain(&'a UNetConfig),
+    Text {
+        unet: &'a UNetConditionConfig,
+        text_encoder: &'a ClipTextConfig,
+        tokenizer: ClipTokenizer,
+    },
 }
 
 /// A training run: model, optimiser, EMA, schedule, and (from
@@ -63,7 +83,7 @@ pub struct Trainer {
     pub(crate) config: TrainConfig,
     pub(crate) config_toml: String,
     pub(crate) device: Device,
-    pub(crate) unet: UNet,
+    pub(crate) model: Model,
     pub(crate) params: Vec<(String, Tensor)>,
     pub(crate) opt: AdamW,
     pub(crate) ema: Ema,
@@ -135,20 +155,49 @@ impl Trainer {
             RunDir { root: run_root }
         };
 
-        // Data.
-        let dataset = config.data.source.open(&OpenOptions {
-            strict: config.data.strict,
-            cache: None,
-        })?;
+        // Data, and what it says the model is conditioned on.
+        let mut config = config;
+        let model_cfg = &config.model;
+        let captions = CaptionOptions {
+            enabled: match model_cfg.conditioning {
+                Conditioning::Text => Some(true),
+                Conditioning::Auto => None,
+                Conditioning::Class | Conditioning::None => Some(false),
+            },
+            caption_column: config.data.caption_column.clone(),
+        };
+        let dataset = config.data.source.open_with_captions(
+            &OpenOptions {
+                strict: config.data.strict,
+                cache: None,
+            },
+            &captions,
+        )?;
+        let text_mode = match model_cfg.conditioning {
+            Conditioning::Text => true,
+            Conditioning::Auto => dataset.has_captions(),
+            Conditioning::Class | Conditioning::None => false,
+        };
+        match model_cfg.conditioning {
+            _ if text_mode => config.model.conditioning = Conditioning::Text,
+            Conditioning::Class => config.model.class_conditional = true,
+            Conditioning::None => config.model.class_conditional = false,
+            _ => {}
+        }
         let probe = config
             .data
             .preprocess
             .apply_deterministic(dataset.image(0)?);
         let class_names = dataset.class_names().to_vec();
-        let num_classes = if config.model.class_conditional {
+        let num_classes = if config.model.class_conditional && !text_mode {
             class_names.len()
         } else {
             0
+        };
+        let prompts = if text_mode {
+            sample_prompts(&config, &dataset)
+        } else {
+            Vec::new()
         };
         let start_pos = resumed
             .as_ref()
@@ -162,15 +211,33 @@ impl Trainer {
             dist.shard(),
         )?;
 
-        let unet_config =
-            config
-                .model
-                .unet_config(probe.channels as i64, probe.height as i64, num_classes)?;
-        let mut t = Trainer::build(config, &unet_config, device, dist)?;
+        let (c, size) = (probe.channels as i64, probe.height as i64);
+        let mut t = if text_mode {
+            let text = &config.model.text;
+            let unet_config = text.unet_config(c, size, config.model.dropout)?;
+            let text_encoder = text.text_encoder_config()?;
+            let max_length = text.max_position_embeddings as usize;
+            // Every rank needs the tokenizer; rank 0 writes the run's copy.
+            let tokenizer = if main {
+                model::write_clip_tokenizer(&run.root.join("tokenizer"), max_length)?
+            } else {
+                model::clip_tokenizer(max_length)?
+            };
+            let spec = ModelSpec::Text {
+                unet: &unet_config,
+                text_encoder: &text_encoder,
+                tokenizer,
+            };
+            Trainer::build(config, spec, device, dist)?
+        } else {
+            let unet_config = config.model.unet_config(c, size, num_classes)?;
+            Trainer::build(config, ModelSpec::Plain(&unet_config), device, dist)?
+        };
         t.data = Some(Data {
             loader,
             probe,
             num_classes,
+            prompts,
         });
         t.run = Some(run);
         t.stop_after = opts.stop_after;
@@ -201,24 +268,57 @@ impl Trainer {
     pub fn for_model(config: TrainConfig, unet_config: &UNetConfig) -> Result<Trainer> {
         config.validate()?;
         let device = config.device.resolve()?;
-        Trainer::build(config, unet_config, device, Dist::single())
+        Trainer::build(
+            config,
+            ModelSpec::Plain(unet_config),
+            device,
+            Dist::single(),
+        )
     }
 
     /// Model, optimiser, EMA and schedule, with the model initialised from
     /// the run's seed.
     fn build(
         config: TrainConfig,
-        unet_config: &UNetConfig,
+        spec: ModelSpec<'_>,
         device: Device,
         dist: Dist,
     ) -> Result<Trainer> {
         tch::manual_seed(tensor::seed::derive_seed(config.seed, "init") as i64);
-        let mut unet = UNet::new(unet_config, device)?;
-        if config.channels_last {
-            unet.to_channels_last();
-        }
+        let (model, null_label) = match spec {
+            ModelSpec::Plain(unet_config) => {
+                let mut unet = UNet::new(unet_config, device)?;
+                if config.channels_last {
+                    unet.to_channels_last();
+                }
+                // Class `n` of n classes is the null label (`num_class_embeds` = n + 1).
+                (
+                    Model::Plain(unet),
+                    unet_config.num_class_embeds.map(|n| n - 1),
+                )
+            }
+            ModelSpec::Text {
+                unet,
+                text_encoder,
+                tokenizer,
+            } => {
+                let unet = ConditionUNet::new(unet, device)?;
+                let mut text_encoder = ClipTextModel::new(text_encoder, device, DType::F32)?;
+                let train_text_encoder = config.model.text.train_text_encoder;
+                if !train_text_encoder {
+                    text_encoder.vs.freeze();
+                }
+                let m = TextModel {
+                    unet,
+                    text_encoder,
+                    tokenizer,
+                    train_text_encoder,
+                };
+                (Model::Text(m), None)
+            }
+        };
         tensor::amp::check(config.mixed_precision, device)?;
-        let params = trainable_params(&unet);
+        let params = model.trainable_params();
         let opt = AdamW::new(
             params
                 .iter()
@@ -229,14 +329,12 @@ impl Trainer {
         let ema = Ema::new(&params, config.ema.clone())?;
         let scheduler_config = config.noise.scheduler_config();
         let schedule = Schedule::from_config(&scheduler_config)?;
-        // Class `n` of n classes is the null label (`num_class_embeds` = n + 1).
-        let null_label = unet_config.num_class_embeds.map(|n| n - 1);
         let config_toml = config.to_toml();
         Ok(Trainer {
             config,
             config_toml,
             device,
-            unet,
+            model,
             params,
             opt,
             ema,
@@ -261,9 +359,16 @@ impl Trainer {
         &self.config
     }
 
+    /// The U-Net being trained (its current weights, not the EMA's), when
+    /// the run trains a `UNet2DModel` (unconditional or class-conditional);
+    /// `None` for text conditioning (see [`Trainer::model`]).
+    pub fn unet(&self) -> Option<&UNet> {
+        self.model.unet()
+    }
+
     /// The model being trained (its current weights, not the EMA's).
-    pub fn unet(&self) -> &UNet {
-        &self.unet
+    pub fn model(&self) -> &Model {
+        &self.model
     }
 
     /// The trained tensors by name, in name order.
@@ -317,7 +422,7 @@ impl Trainer {
     }
 
     fn restore(&mut self, ck: &Checkpoint) -> Result<()> {
-        let vars = self.unet.vs.variables();
+        let vars = self.model.variables();
         tch::no_grad(|| -> Result<()> {
             for (name, mut var) in vars {
                 let src = ck.model.get(&name).ok_or_else(|| Error::Setting {
@@ -343,8 +448,7 @@ impl Trainer {
             return Ok(());
         }
         // By name: `variables()` is a HashMap, in a different order in each process.
-        let mut vars: Vec<(String, Tensor)> = self.unet.vs.variables().into_iter().collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let vars = self.model.variables();
         let mut all: Vec<Tensor> = vars.into_iter().map(|(_, t)| t).collect();
         all.extend(self.ema.shadow().iter().map(|(_, t)| t.shallow_clone()));
         all.extend(self.opt.state().into_values());
@@ -364,9 +468,30 @@ impl Trainer {
             preprocess: Some(self.config.data.preprocess.deterministic()),
             source: Some(self.config.data.source.to_string()),
         })?;
-        run.write_pipeline_files(&self.scheduler_config)?;
+        run.write_pipeline_files(&self.scheduler_config, self.model.text().is_some())?;
         Ok(())
     }
+}
+
+/// The prompts of a text run's sample grids: the config's, else the first
+/// few distinct captions of the data (each image's first).
+fn sample_prompts(config: &TrainConfig, dataset: &Dataset) -> Vec<String> {
+    let named = &config.model.text.sample_prompts;
+    if !named.is_empty() {
+        return named.clone();
+    }
+    let mut prompts: Vec<String> = Vec::new();
+    for i in 0..dataset.len() {
+        if let Some(c) = dataset.captions(i).first() {
+            if !c.is_empty() && !prompts.contains(c) {
+                prompts.push(c.clone());
+                if prompts.len() == DEFAULT_SAMPLE_PROMPTS {
+                    break;
+                }
+            }
+        }
+    }
+    prompts
 }
 
 /// The config saved in a checkpoint (with `steps` as the new total, if

@@ -14,6 +14,7 @@ fn fixed_batches(n: usize) -> Vec<MicroBatch> {
             MicroBatch {
                 images: ((x * 0.37 + i as f64).sin() * 0.9),
                 labels: Some(Tensor::arange(8, (Kind::Int64, Device::Cpu)).remainder(10)),
+                captions: None,
             }
         })
         .collect()

@@ -191,3 +191,149 @@ fn truncated_file_found_while_batching_is_replaced_and_recorded() {
     assert_eq!(err.matches("2.png").count(), 1, "the path once: {err}");
     assert!(err.contains("cannot read image"), "{err}");
 }
+
+/// A folder of `n` 4x4 grey images with a `metadata.jsonl`: image `k` has
+/// the captions `["k a", "k b"]` (two, so the choice per epoch shows).
+fn captioned_folder(dir: &std::path::Path, n: usize) -> Dataset {
+    use std::io::Write;
+    let mut meta = std::fs::File::create(dir.join("metadata.jsonl")).unwrap();
+    for k in 0..n {
+        let img = image::GrayImage::from_pixel(4, 4, image::Luma([(k * 7 % 256) as u8]));
+        img.save(dir.join(format!("{k:03}.png"))).unwrap();
+        writeln!(
+            meta,
+            "{{\"file_name\": \"{k:03}.png\", \"text\": [\"{k} a\", \"{k} b\"]}}"
+        )
+        .unwrap();
+    }
+    let captions = crate::source::CaptionOptions {
+        enabled: Some(true),
+        ..Default::default()
+    };
+    SourceSpec::Folder(dir.to_path_buf())
+        .open_with_captions(
+            &OpenOptions {
+                strict: true,
+                ..Default::default()
+            },
+            &captions,
+        )
+        .unwrap()
+}
+
+#[test]
+fn batches_carry_the_epochs_caption_of_each_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LoaderConfig {
+        batch_size: 5,
+        seed: 11,
+        ..Default::default()
+    };
+    let mut l = DataLoader::new(
+        captioned_folder(dir.path(), 20),
+        Preprocess::default(),
+        cfg.clone(),
+        Position::default(),
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut resume_at = None;
+    for k in 0..12 {
+        let b = l.next_batch().unwrap();
+        let captions = b
+            .captions
+            .clone()
+            .expect("a captioned source gives captions");
+        assert_eq!(captions.len(), b.indices.len());
+        for (&i, c) in b.indices.iter().zip(&captions) {
+            assert_eq!(Some(c.as_str()), l.dataset().caption(i, b.start.epoch, 11));
+            assert!(l.dataset().captions(i).contains(c), "{c}");
+        }
+        if k == 5 {
+            resume_at = Some(b.next);
+        }
+        seen.push((b.indices, captions, b.start.epoch));
+    }
+    // Both captions of an image turn up over the epochs.
+    let of_image_0: std::collections::BTreeSet<&String> = seen
+        .iter()
+        .flat_map(|(i, c, _)| i.iter().zip(c).filter(|(i, _)| **i == 0).map(|(_, c)| c))
+        .collect();
+    assert_eq!(of_image_0.len(), 2, "{of_image_0:?}");
+    // A loader resumed mid-stream hands out the same captions.
+    let mut resumed = DataLoader::new(
+        captioned_folder(dir.path(), 20),
+        Preprocess::default(),
+        cfg,
+        resume_at.unwrap(),
+    )
+    .unwrap();
+    for (indices, captions, _) in &seen[6..] {
+        let b = resumed.next_batch().unwrap();
+        assert_eq!((&b.indices, b.captions.as_ref()), (indices, Some(captions)));
+    }
+    // Sources without captions give none.
+    let mut plain = DataLoader::new(
+        digits(),
+        Preprocess::default(),
+        LoaderConfig::default(),
+        Position::default(),
+    )
+    .unwrap();
+    assert!(plain.next_batch().unwrap().captions.is_none());
+}
+
+#[test]
+fn caption_dropout_empties_that_share_of_captions() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = captioned_folder(dir.path(), 50);
+    let mut l = DataLoader::new(
+        dataset,
+        Preprocess::default(),
+        LoaderConfig {
+            batch_size: 50,
+            caption_dropout: 0.25,
+            ..Default::default()
+        },
+        Position::default(),
+    )
+    .unwrap();
+    // 20 epochs of 50 images: 1000 draws, standard deviation about 14.
+    let empty: usize = (0..20)
+        .map(|_| {
+            let b = l.next_batch().unwrap();
+            b.captions.unwrap().iter().filter(|c| c.is_empty()).count()
+        })
+        .sum();
+    assert!((200..=300).contains(&empty), "{empty} of 1000 dropped");
+    for (p, want) in [(0.0, 0), (1.0, 50)] {
+        let mut l = DataLoader::new(
+            captioned_folder(dir.path(), 50),
+            Preprocess::default(),
+            LoaderConfig {
+                batch_size: 50,
+                caption_dropout: p,
+                ..Default::default()
+            },
+            Position::default(),
+        )
+        .unwrap();
+        let b = l.next_batch().unwrap();
+        assert_eq!(
+            b.captions.unwrap().iter().filter(|c| c.is_empty()).count(),
+            want
+        );
+    }
+    let err = DataLoader::new(
+        captioned_folder(dir.path(), 50),
+        Preprocess::default(),
+        LoaderConfig {
+            caption_dropout: 1.5,
+            ..Default::default()
+        },
+        Position::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("caption_dropout 1.5"), "{err}");
+}

@@ -198,7 +198,7 @@ fn run_text(args: &Args) -> Result<Summary> {
     let at = start_position(solver.as_ref(), strength)?;
     let by_channels = inpaint_by_channels(
         edit.pipe.unet.config().in_channels,
-        edit.pipe.vae.config().latent_channels,
+        edit.pipe.latent_channels(),
     )?;
     let images = edit.load_images(&args.image, &args.text)?;
     let size = images.size();

@@ -165,11 +165,7 @@ impl TextEdit {
     pub fn latent_chw(&self, images: &Tensor) -> [i64; 3] {
         let f = self.pipe.vae_scale_factor();
         let size = images.size();
-        [
-            self.pipe.vae.config().latent_channels,
-            size[2] / f,
-            size[3] / f,
-        ]
+        [self.pipe.latent_channels(), size[2] / f, size[3] / f]
     }
 
     /// Decodes final latents to images in [-1, 1] on the CPU.

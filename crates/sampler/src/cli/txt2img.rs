@@ -25,7 +25,8 @@ use crate::{Error, Result};
 )]
 pub struct Args {
     /// A diffusers StableDiffusionPipeline folder (model_index.json, unet/,
-    /// vae/, text_encoder/, tokenizer/, scheduler/).
+    /// vae/, text_encoder/, tokenizer/, scheduler/), or a text-conditioned
+    /// training run (the same in pixel space, without vae/).
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
 

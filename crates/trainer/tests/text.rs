@@ -1,0 +1,341 @@
+//! Text-conditioned training in pixel space: captions through the loader,
+//! a CLIP text encoder trained with the U-Net, exact resume, the frozen
+//! encoder, and the run folder as a text-to-image pipeline.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use tch::{Device, Tensor};
+use trainer::config::Conditioning;
+use trainer::{checkpoint, train, TrainConfig, TrainOptions, Trainer};
+
+/// libtorch's generator is one per process, and every training step seeds
+/// it: tests that train in this process take turns, so that no test draws
+/// from another's stream (exact resume compares bits).
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Captions of the test folder, by image brightness.
+const CAPTIONS: [&str; 2] = ["a dark square", "a bright square"];
+
+/// 16 grey 8x8 images with a `metadata.jsonl`: dark ones and bright ones.
+fn captioned_folder(dir: &Path) -> PathBuf {
+    let root = dir.join("squares");
+    std::fs::create_dir_all(&root).unwrap();
+    let mut meta = std::fs::File::create(root.join("metadata.jsonl")).unwrap();
+    for k in 0..16u8 {
+        let bright = k % 2 == 1;
+        let v = if bright { 200 + k } else { 20 + k };
+        let img = image::GrayImage::from_fn(8, 8, |x, y| {
+            image::Luma([if (2..6).contains(&x) && (2..6).contains(&y) {
+                v
+            } else {
+                128
+            }])
+        });
+        let name = format!("{k:02}.png");
+        img.save(root.join(&name)).unwrap();
+        let caption = CAPTIONS[bright as usize];
+        writeln!(
+            meta,
+            "{{\"file_name\": \"{name}\", \"text\": \"{caption}\"}}"
+        )
+        .unwrap();
+    }
+    root
+}
+
+/// A tiny text-conditioned run on the folder: a U-Net of 16 channels per
+/// level, a one-layer text encoder of width 16 reading 8 tokens.
+fn tiny_text(dir: &Path, name: &str, steps: u64) -> TrainConfig {
+    let mut c = common::tiny(dir, name, steps, 4);
+    c.data.source = data_pipeline::source::SourceSpec::Folder(captioned_folder(dir));
+    c.model.class_conditional = false;
+    let t = &mut c.model.text;
+    t.block_out_channels = vec![16, 16];
+    t.norm_num_groups = 4;
+    t.attention_head_dim = 2;
+    t.hidden_size = 16;
+    t.intermediate_size = 32;
+    t.num_hidden_layers = 1;
+    t.num_attention_heads = 2;
+    t.max_position_embeddings = 8;
+    c
+}
+
+fn digest_of(map: &std::collections::BTreeMap<String, Tensor>, prefix: &str) -> u64 {
+    let v: Vec<(String, Tensor)> = map
+        .iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(k, t)| (k.clone(), t.shallow_clone()))
+        .collect();
+    assert!(!v.is_empty(), "no {prefix} tensors");
+    trainer::distributed::digest(&v)
+}
+
+fn last_checkpoint(run: &Path) -> checkpoint::Checkpoint {
+    let (_, p) = checkpoint::list(&run.join("checkpoints")).pop().unwrap();
+    checkpoint::load(&p, Device::Cpu).unwrap()
+}
+
+#[test]
+fn captions_choose_text_conditioning_and_reach_the_step() {
+    let _turn = turn();
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = Trainer::new(
+        tiny_text(dir.path(), "plumbing", 2),
+        &TrainOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        t.config().model.conditioning,
+        Conditioning::Text,
+        "auto -> text"
+    );
+    assert!(t.unet().is_none() && t.model().text().is_some());
+    let names: Vec<&str> = t.params().iter().map(|(n, _)| n.as_str()).collect();
+    assert!(names.iter().any(|n| n.starts_with("unet.")));
+    assert!(names.iter().any(|n| n.starts_with("text_encoder.")));
+    let batches = t.next_batches().unwrap();
+    let mb = &batches[0];
+    let captions = mb.captions.as_ref().expect("captions in the batch");
+    assert_eq!(captions.len(), 4);
+    assert!(captions
+        .iter()
+        .all(|c| c.is_empty() || CAPTIONS.contains(&c.as_str())));
+    let out = t.step(&batches).unwrap();
+    assert!(!out.skipped && out.loss.is_finite());
+    // A batch without captions is an error naming what is missing.
+    let bare = [trainer::MicroBatch {
+        images: mb.images.shallow_clone(),
+        labels: None,
+        captions: None,
+    }];
+    let err = t.step(&bare).unwrap_err().to_string();
+    assert!(err.contains("captions"), "{err}");
+    // proportion_empty_prompts reaches the loader: 1 empties every caption.
+    let mut c = tiny_text(dir.path(), "all-empty", 1);
+    c.model.text.proportion_empty_prompts = 1.0;
+    let mut t = Trainer::new(c, &TrainOptions::default()).unwrap();
+    let captions = t.next_batches().unwrap()[0].captions.clone().unwrap();
+    assert!(captions.iter().all(String::is_empty), "{captions:?}");
+    let mut c = tiny_text(dir.path(), "none-empty", 1);
+    c.model.text.proportion_empty_prompts = 0.0;
+    let mut t = Trainer::new(c, &TrainOptions::default()).unwrap();
+    let captions = t.next_batches().unwrap()[0].captions.clone().unwrap();
+    assert!(
+        captions.iter().all(|c| CAPTIONS.contains(&c.as_str())),
+        "{captions:?}"
+    );
+    // Conditioning can be forced off: the same folder trains a plain U-Net.
+    let mut c = tiny_text(dir.path(), "forced-none", 1);
+    c.model.conditioning = Conditioning::None;
+    let t = Trainer::new(c, &TrainOptions::default()).unwrap();
+    assert!(t
+        .unet()
+        .is_some_and(|u| u.config().num_class_embeds.is_none()));
+    // Text conditioning needs captions.
+    let mut c = tiny_text(dir.path(), "no-captions", 1);
+    c.data.source = data_pipeline::source::SourceSpec::Digits;
+    c.model.conditioning = Conditioning::Text;
+    let err = Trainer::new(c, &TrainOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("captions"), "{err}");
+}
+
+#[test]
+fn a_text_run_resumes_bit_identically() {
+    let _turn = turn();
+    let dir = tempfile::tempdir().unwrap();
+    let straight = train(
+        tiny_text(dir.path(), "straight", 6),
+        &TrainOptions::default(),
+    )
+    .unwrap();
+    let first = train(
+        tiny_text(dir.path(), "split", 6),
+        &TrainOptions {
+            stop_after: Some(3),
+            ..TrainOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(first.steps, 3);
+    let (_, ck) = checkpoint::list(&first.run_dir.join("checkpoints"))
+        .pop()
+        .unwrap();
+    let resumed = train(
+        tiny_text(dir.path(), "ignored", 6),
+        &TrainOptions {
+            resume: Some(ck),
+            ..TrainOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(resumed.steps, 6);
+    assert_eq!(resumed.params_digest, straight.params_digest);
+    let (a, b) = (
+        last_checkpoint(&straight.run_dir),
+        last_checkpoint(&resumed.run_dir),
+    );
+    for prefix in ["unet.", "text_encoder."] {
+        assert_eq!(
+            digest_of(&a.model, prefix),
+            digest_of(&b.model, prefix),
+            "{prefix}"
+        );
+        assert_eq!(
+            digest_of(&a.ema, prefix),
+            digest_of(&b.ema, prefix),
+            "ema {prefix}"
+        );
+    }
+    assert_eq!(a.optim.len(), b.optim.len());
+    for (k, t) in &a.optim {
+        assert!(t.equal(&b.optim[k]), "optim.{k}");
+    }
+}
+
+#[test]
+fn a_frozen_text_encoder_keeps_its_weights_and_a_trained_one_moves() {
+    let _turn = turn();
+    let dir = tempfile::tempdir().unwrap();
+    // The initial weights, by name as in the checkpoints.
+    let initial = |prefix: &str| {
+        let t = Trainer::new(
+            tiny_text(dir.path(), "initial", 1),
+            &TrainOptions::default(),
+        )
+        .unwrap();
+        let v: Vec<(String, Tensor)> = t
+            .model()
+            .variables()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .collect();
+        trainer::distributed::digest(&v)
+    };
+    let (unet0, text0) = (initial("unet."), initial("text_encoder."));
+    let mut frozen = tiny_text(dir.path(), "frozen", 3);
+    frozen.model.text.train_text_encoder = false;
+    let frozen = train(frozen, &TrainOptions::default()).unwrap();
+    let trained = train(
+        tiny_text(dir.path(), "trained", 3),
+        &TrainOptions::default(),
+    )
+    .unwrap();
+    let (f, t) = (
+        last_checkpoint(&frozen.run_dir),
+        last_checkpoint(&trained.run_dir),
+    );
+    assert_eq!(
+        digest_of(&f.model, "text_encoder."),
+        text0,
+        "frozen: bit-identical"
+    );
+    assert!(
+        !f.ema.keys().any(|k| k.starts_with("text_encoder.")),
+        "no EMA of a frozen encoder"
+    );
+    assert_ne!(
+        digest_of(&t.model, "text_encoder."),
+        text0,
+        "trained: moved"
+    );
+    assert!(t.ema.keys().any(|k| k.starts_with("text_encoder.")));
+    // The frozen run's U-Net trained all the same.
+    assert_ne!(digest_of(&f.model, "unet."), unet0);
+}
+
+#[test]
+fn the_run_folder_is_a_pixel_space_text_to_image_pipeline() {
+    let _turn = turn();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = tiny_text(dir.path(), "pipeline", 2);
+    c.log.sample_images = 4;
+    c.model.text.sample_prompts = vec![CAPTIONS[0].into(), CAPTIONS[1].into()];
+    let s = train(c, &TrainOptions::default()).unwrap();
+    for f in [
+        "model_index.json",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "text_encoder/config.json",
+        "text_encoder/model.safetensors",
+        "tokenizer/vocab.json",
+        "tokenizer/merges.txt",
+        "tokenizer/tokenizer_config.json",
+        "scheduler/scheduler_config.json",
+        "samples/step-000002.png",
+    ] {
+        assert!(s.run_dir.join(f).is_file(), "{f}");
+    }
+    assert!(!s.run_dir.join("vae").exists());
+    // One column per prompt: 2 columns of 8x8 images with 2 px padding.
+    let grid = image::open(s.run_dir.join("samples/step-000002.png")).unwrap();
+    assert_eq!(
+        grid.width(),
+        2 * 8 + 3 * 2,
+        "{}x{}",
+        grid.width(),
+        grid.height()
+    );
+    let pipe = sampler::text_to_image::TextToImage::load(&s.run_dir, Device::Cpu).unwrap();
+    assert!(pipe.vae.is_none());
+    assert_eq!((pipe.vae_scale_factor(), pipe.default_size()), (1, (8, 8)));
+    assert_eq!(pipe.tokenizer.model_max_length(), 8);
+    // The exported text encoder is the EMA one of the last checkpoint.
+    let ck = last_checkpoint(&s.run_dir);
+    let te: Vec<(String, Tensor)> = {
+        let mut v: Vec<(String, Tensor)> = pipe
+            .text_encoder
+            .vs
+            .variables()
+            .into_iter()
+            .map(|(k, t)| (format!("text_encoder.{k}"), t))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    assert_eq!(
+        trainer::distributed::digest(&te),
+        digest_of(&ck.ema, "text_encoder.")
+    );
+    // lmzh txt2img samples from it.
+    let out = dir.path().join("txt2img");
+    let args = <Txt2Img as clap::Parser>::try_parse_from([
+        "txt2img",
+        "--model",
+        s.run_dir.to_str().unwrap(),
+        "--prompt",
+        CAPTIONS[1],
+        "--prompt",
+        CAPTIONS[0],
+        "--sampler",
+        "ddim",
+        "--steps",
+        "3",
+        "--guidance-scale",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .unwrap();
+    let line = sampler::cli::txt2img::run(&args.args).unwrap();
+    assert!(line.contains("2 image(s) of 8x8"), "{line}");
+    let img = image::open(out.join("image-000.png")).unwrap();
+    assert_eq!((img.width(), img.height()), (8, 8));
+}
+
+#[derive(clap::Parser)]
+struct Txt2Img {
+    #[command(flatten)]
+    args: sampler::cli::txt2img::Args,
+}
