@@ -15,10 +15,12 @@ use anyhow::{bail, Context, Result};
 use crate::flags::{Flags, Parsed};
 
 /// The crates with a `tests/fuzz.rs`.
-pub const CRATES: [&str; 6] = [
+pub const CRATES: [&str; 8] = [
     "tensor",
     "data-pipeline",
     "unet",
+    "vae",
+    "text",
     "schedule",
     "sampler",
     "trainer",
@@ -28,15 +30,17 @@ pub const USAGE: &str = "\
 usage: cargo xtask fuzz [--full] [--cases N] [--seed S] [--release] [FILTER...]
 
 Runs every loader's fuzz test (crates/*/tests/fuzz.rs): safetensors, IDX,
-CIFAR-10, image folders, U-Net and scheduler configs, model folders,
-run.json, training configs and checkpoints.
+CIFAR-10, image folders, U-Net (pixel and text-conditioned), VAE,
+text-encoder and scheduler configs, tokenizer folders, text-encoder
+weights, model folders, run.json, training configs and checkpoints.
 
   --cases N    inputs per loader (default 20000)
   --full       1,000,000 inputs per loader
   --seed S     another input stream (default: one fixed seed per loader)
   --release    release build (default: the test profile, overflow checks on;
                dependencies are optimised in both)
-  FILTER       run only the fuzz tests whose name contains it (idx, image, ...)
+  FILTER       run only the fuzz tests whose name contains it (idx, image,
+               tokenizer, ...)
 
 A panicking input is saved under target/tmp/fuzz/ and named in the output;
 LMZH_FUZZ_INPUT=/abs/path/to/it cargo test -p CRATE --test fuzz replays it.

@@ -88,6 +88,41 @@ impl ClipTextDims {
     pub fn head_dim(&self) -> i64 {
         self.hidden_size / self.num_attention_heads
     }
+
+    /// The number of weights of the model, computed without building it
+    /// (saturating): the token and position embeddings, per layer the four
+    /// attention projections, two LayerNorms and the two MLP layers, and the
+    /// final LayerNorm. [`crate::ClipTextModel::load`] compares it with the
+    /// weights a file holds before allocating the model.
+    pub fn num_parameters(&self) -> u128 {
+        let [v, h, i, l, p] = [
+            self.vocab_size,
+            self.hidden_size,
+            self.intermediate_size,
+            self.num_hidden_layers,
+            self.max_position_embeddings,
+        ]
+        .map(|x| x.max(0) as u128);
+        let layer = [
+            // q, k, v, out projections with biases
+            h.saturating_mul(h).saturating_add(h).saturating_mul(4),
+            // layer_norm1, layer_norm2
+            h.saturating_mul(4),
+            // fc1, fc2
+            h.saturating_mul(i).saturating_add(i),
+            i.saturating_mul(h).saturating_add(h),
+        ]
+        .into_iter()
+        .fold(0u128, u128::saturating_add);
+        [
+            v.saturating_mul(h),
+            p.saturating_mul(h),
+            layer.saturating_mul(l),
+            h.saturating_mul(2),
+        ]
+        .into_iter()
+        .fold(0u128, u128::saturating_add)
+    }
 }
 
 impl ClipTextConfig {

@@ -58,6 +58,21 @@ pub enum Error {
         mismatched: Vec<String>,
     },
 
+    /// A model folder whose config describes a model far bigger than its
+    /// weights file holds: caught before the model is allocated, so a config
+    /// that claims enormous sizes costs nothing.
+    #[error(
+        "{config}: describes a model of {needed} weights, more than twice the {held} that \
+         {weights} holds: the config does not belong to these weights (or claims sizes no model \
+         has)"
+    )]
+    ConfigExceedsWeights {
+        config: PathBuf,
+        weights: PathBuf,
+        needed: u128,
+        held: u128,
+    },
+
     /// An argument of a call has the wrong shape, type or value.
     #[error("invalid input: {0}")]
     Input(String),

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use tch::{nn, Device, Tensor};
+use tensor::safetensors::NamedTensors;
 use tensor::DType;
 
 use crate::config::{ClipTextConfig, ClipTextDims};
@@ -73,6 +74,11 @@ pub fn canonical_key(name: &str) -> String {
     }
 }
 
+/// Every tensor of the safetensors file `path`, on the CPU.
+fn read_weights(path: &Path) -> Result<NamedTensors> {
+    Ok(tensor::safetensors::load(path, Device::Cpu)?)
+}
+
 /// A `CLIPTextModel` and the `VarStore` holding its weights.
 #[derive(Debug)]
 pub struct ClipTextModel {
@@ -109,7 +115,10 @@ impl ClipTextModel {
     /// Loads a transformers `CLIPTextModel` folder, or the `text_encoder/`
     /// of a pipeline folder, onto `device` in `dtype` (the file's dtype is
     /// converted). The weights are frozen (no gradients), as a text encoder
-    /// is used for inference; `vs.unfreeze()` makes them trainable.
+    /// is used for inference; `vs.unfreeze()` makes them trainable. The
+    /// weights file is read first: a config that describes a model more than
+    /// twice the size of the file (plus a million weights) is an error
+    /// before the model is allocated.
     pub fn load(dir: impl AsRef<Path>, device: Device, dtype: DType) -> Result<Self> {
         let dir = resolve_model_dir(dir)?;
         let config_path = dir.join(CONFIG_NAME);
@@ -128,8 +137,23 @@ impl ClipTextModel {
                 reason: reason.into(),
             });
         }
+        // Every weight of the model must be in the file; a model up to twice
+        // the file (plus a million weights) is built anyway, so that a config
+        // a little off gets the list of mismatched tensors, and a bigger one
+        // is refused before anything is allocated.
+        let file = read_weights(&weights)?;
+        let held: u128 = file.values().map(|t| t.numel() as u128).sum();
+        let needed = dims.num_parameters();
+        if needed > held.saturating_mul(2).saturating_add(1 << 20) {
+            return Err(Error::ConfigExceedsWeights {
+                config: config_path,
+                weights,
+                needed,
+                held,
+            });
+        }
         let mut model = Self::with_dims(&config, &dims, device, dtype);
-        model.load_weights(&weights)?;
+        model.copy_weights(&weights, file)?;
         model.vs.freeze();
         tracing::info!(
             dir = %dir.display(),
@@ -146,10 +170,15 @@ impl ClipTextModel {
     /// file must hold nothing else (but the `position_ids` buffer).
     pub fn load_weights(&mut self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
+        self.copy_weights(path, read_weights(path)?)
+    }
+
+    /// [`ClipTextModel::load_weights`] with the tensors of `path` already read.
+    fn copy_weights(&mut self, path: &Path, weights: NamedTensors) -> Result<()> {
         // canonical name -> (name in the file, tensor)
         let mut file: BTreeMap<String, (String, Tensor)> = BTreeMap::new();
         let mut unexpected = Vec::new();
-        for (key, t) in tensor::safetensors::load(path, Device::Cpu)? {
+        for (key, t) in weights {
             let name = canonical_key(&key);
             if IGNORED.contains(&name.as_str()) {
                 continue;
@@ -298,5 +327,54 @@ mod tests {
         assert_eq!(names.len(), 2 + 2 * 16 + 2);
         // 20*8 + 7*8 + 2 * (4 * (64 + 8) + 2 * 16 + 128 + 16 + 128 + 8) + 16
         assert_eq!(m.num_parameters(), 160 + 56 + 2 * (288 + 32 + 280) + 16);
+        assert_eq!(m.dims().num_parameters(), m.num_parameters() as u128);
+    }
+
+    /// A config.json claiming enormous sizes next to a small weights file is
+    /// an error before the model is allocated.
+    #[test]
+    fn a_config_bigger_than_its_weights_is_refused_before_allocating() {
+        let cfg: ClipTextConfig = serde_json::from_str(
+            r#"{"vocab_size": 20, "hidden_size": 8, "intermediate_size": 16,
+                "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 7}"#,
+        )
+        .unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        ClipTextModel::new(&cfg, Device::Cpu, DType::F32)
+            .unwrap()
+            .save(tmp.path())
+            .unwrap();
+        ClipTextModel::load(tmp.path(), Device::Cpu, DType::F32).unwrap();
+        let edits: [fn(&mut ClipTextConfig); 3] = [
+            |c| c.vocab_size = Some(1 << 40),
+            |c| c.hidden_size = Some(1 << 30),
+            |c| c.num_hidden_layers = Some(1 << 30),
+        ];
+        for edit in edits {
+            let mut huge = cfg.clone();
+            edit(&mut huge);
+            huge.dims().unwrap();
+            std::fs::write(tmp.path().join(CONFIG_NAME), huge.to_json()).unwrap();
+            let err = ClipTextModel::load(tmp.path(), Device::Cpu, DType::F32)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("config.json: describes a model of")
+                    && err.contains(WEIGHTS_NAME)
+                    && err.contains("does not belong"),
+                "{err}"
+            );
+        }
+        // A config a little off is built, and the mismatch listed in full.
+        let mut longer = cfg.clone();
+        longer.max_position_embeddings = Some(21);
+        std::fs::write(tmp.path().join(CONFIG_NAME), longer.to_json()).unwrap();
+        let err = ClipTextModel::load(tmp.path(), Device::Cpu, DType::F32)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("wrong shape (1): text_model.embeddings.position_embedding.weight"),
+            "{err}"
+        );
     }
 }

@@ -34,7 +34,7 @@ use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 use crate::error::{Error, Result};
 use crate::tokenizer_files::{
     AddedTokenSpec, SpecialTokens, TokenValue, TokenizerFiles, CLIP_MAX_LENGTH,
-    TOKENIZER_CONFIG_JSON,
+    MAX_MODEL_MAX_LENGTH, MERGES_TXT, TOKENIZER_CONFIG_JSON, VOCAB_JSON,
 };
 
 /// CLIP's split pattern (transformers 5 `CLIPTokenizer`).
@@ -123,6 +123,7 @@ impl ClipTokenizer {
         let eos_id = id_of("eos_token", &eos)?;
         let pad_id = id_of("pad_token", &pad)?;
 
+        check_merges(&files)?;
         let vocab: Vocab = files.vocab.iter().map(|(k, v)| (k.clone(), *v)).collect();
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, files.merges.clone())
@@ -188,6 +189,11 @@ impl ClipTokenizer {
         if n < 2 {
             return Err(Error::Input(format!(
                 "model_max_length {n}: must be at least 2 (room for the start and end tokens)"
+            )));
+        }
+        if n > MAX_MODEL_MAX_LENGTH {
+            return Err(Error::Input(format!(
+                "model_max_length {n}: at most {MAX_MODEL_MAX_LENGTH} tokens are supported"
             )));
         }
         self.model_max_length = n;
@@ -347,6 +353,36 @@ pub fn batch_tensors(encodings: &[Encoding], device: Device) -> Result<(Tensor, 
     let ids = Tensor::from_slice(&ids).reshape(shape).to_device(device);
     let mask = Tensor::from_slice(&mask).reshape(shape).to_device(device);
     Ok((ids, mask))
+}
+
+/// Checks that both tokens of every merge and the token they merge into are
+/// in the vocabulary, naming the merge and the file it came from (the
+/// tokenizers library checks the first two, and panics on a merge whose
+/// result is longer than every token of the vocabulary).
+fn check_merges(files: &TokenizerFiles) -> Result<()> {
+    let source = if files.vocab_source.ends_with(VOCAB_JSON) {
+        files.dir.join(MERGES_TXT)
+    } else {
+        files.vocab_source.clone()
+    };
+    for (i, (a, b)) in files.merges.iter().enumerate() {
+        let merged = format!("{a}{b}");
+        let missing = [a, b, &merged]
+            .into_iter()
+            .find(|t| !files.vocab.contains_key(t.as_str()))
+            .cloned();
+        if let Some(missing) = missing {
+            return Err(Error::invalid(
+                &source,
+                format!("merge {} ({a:?} {b:?})", i + 1),
+                format!(
+                    "{missing:?} is not in the vocabulary ({})",
+                    files.vocab_source.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The special tokens of the files, with `CLIPTokenizer.__init__`'s
@@ -522,7 +558,87 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("vocab.json") && err.contains("merges"),
+            err.contains("merges.txt: merge 1 (\"a\" \"q\")")
+                && err.contains("\"q\" is not in the vocabulary")
+                && err.contains("vocab.json"),
+            "{err}"
+        );
+    }
+
+    /// A merge of two tokens of the vocabulary whose result is longer than
+    /// every token of it (and not in it) makes the tokenizers library (0.23)
+    /// index past a buffer: it is named before the library sees it.
+    #[test]
+    fn a_merge_into_a_token_missing_from_the_vocabulary_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        // "<|startoftext|>" is the longest token, 15 bytes; the merge, 20
+        let vocab =
+            r#"{"abcdefghij": 0, "klmnopqrst": 1, "<|endoftext|>": 2, "<|startoftext|>": 3}"#;
+        std::fs::write(tmp.path().join("vocab.json"), vocab).unwrap();
+        std::fs::write(
+            tmp.path().join("merges.txt"),
+            "#version: 0.2\nabcdefghij klmnopqrst\n",
+        )
+        .unwrap();
+        let err = ClipTokenizer::from_folder(tmp.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("merges.txt: merge 1 (\"abcdefghij\" \"klmnopqrst\")")
+                && err.contains("\"abcdefghijklmnopqrst\" is not in the vocabulary"),
+            "{err}"
+        );
+        // the same in tokenizer.json
+        std::fs::write(
+            tmp.path().join("tokenizer.json"),
+            format!(
+                r#"{{"model": {{"vocab": {vocab}, "merges": [["abcdefghij", "klmnopqrst"]]}}}}"#
+            ),
+        )
+        .unwrap();
+        let err = ClipTokenizer::from_folder(tmp.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tokenizer.json: merge 1") && err.contains("\"abcdefghijklmnopqrst\""),
+            "{err}"
+        );
+    }
+
+    /// Every prompt is padded to `model_max_length`: a file cannot make
+    /// that gigabytes.
+    #[test]
+    fn model_max_length_is_bounded() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(
+            tmp.path().join("vocab.json"),
+            r#"{"a": 0, "<|endoftext|>": 1, "<|startoftext|>": 2}"#,
+        )
+        .unwrap();
+        std::fs::write(tmp.path().join("merges.txt"), "").unwrap();
+        for (n, ok) in [("65536", true), ("4294967296", false), ("1e30", true)] {
+            std::fs::write(
+                tmp.path().join("tokenizer_config.json"),
+                format!(r#"{{"model_max_length": {n}}}"#),
+            )
+            .unwrap();
+            assert_eq!(ClipTokenizer::from_folder(tmp.path()).is_ok(), ok, "{n}");
+        }
+        let err = ClipTokenizer::from_folder(tmp.path())
+            .and_then(|t| t.with_model_max_length(1 << 20))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at most 65536"), "{err}");
+        std::fs::write(
+            tmp.path().join("tokenizer_config.json"),
+            r#"{"model_max_length": 4294967296}"#,
+        )
+        .unwrap();
+        let err = ClipTokenizer::from_folder(tmp.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tokenizer_config.json: model_max_length: 4294967296: at most 65536"),
             "{err}"
         );
     }

@@ -35,6 +35,11 @@ pub const SPECIAL_TOKENS_MAP_JSON: &str = "special_tokens_map.json";
 /// used when `tokenizer_config.json` does not set it.
 pub const CLIP_MAX_LENGTH: usize = 77;
 
+/// The longest `model_max_length` accepted: every prompt is padded to it,
+/// so a file's number must not decide how much memory a prompt takes
+/// (CLIP's is 77; long-context CLIP variants use a few hundred).
+pub const MAX_MODEL_MAX_LENGTH: usize = 1 << 16;
+
 /// A token that the tokenizer matches before the BPE model sees the text,
 /// with the matching options of the Hugging Face tokenizers `AddedToken`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -264,6 +269,16 @@ impl TokenizerFiles {
                 &config_path,
                 "model_max_length",
                 "must be at least 2 (room for the start and end tokens)",
+            ));
+        }
+        if let Some(n) = model_max_length.filter(|&n| n > MAX_MODEL_MAX_LENGTH) {
+            return Err(Error::invalid(
+                &config_path,
+                "model_max_length",
+                format!(
+                    "{n}: at most {MAX_MODEL_MAX_LENGTH} tokens are supported (every prompt is \
+                     padded to this length; CLIP's is {CLIP_MAX_LENGTH})"
+                ),
             ));
         }
 

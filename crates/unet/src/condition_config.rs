@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::activations::Activation;
-use crate::config::{ClassEmbedding, SampleSize, TimeScaleShift};
+use crate::config::{product, ClassEmbedding, SampleSize, TimeScaleShift};
 use crate::{Error, Result};
 
 /// A per-block option of diffusers: one value for every block, or a list
@@ -221,10 +221,16 @@ impl UNetConditionConfig {
         text
     }
 
-    /// Width of the time embedding: `time_embedding_dim` or `4 * block_out_channels[0]`.
+    /// Width of the time embedding: `time_embedding_dim` or `4 * block_out_channels[0]`
+    /// (saturating: a hostile width is caught by [`UNetConditionConfig::validate`]).
     pub fn time_embed_dim(&self) -> i64 {
-        self.time_embedding_dim
-            .unwrap_or_else(|| self.block_out_channels.first().copied().unwrap_or(0) * 4)
+        self.time_embedding_dim.unwrap_or_else(|| {
+            self.block_out_channels
+                .first()
+                .copied()
+                .unwrap_or(0)
+                .saturating_mul(4)
+        })
     }
 
     /// `(height, width)` of `sample_size`, if set.
@@ -261,6 +267,12 @@ impl UNetConditionConfig {
     /// blocks take them in reverse order.
     pub fn levels(&self) -> Result<Vec<Level>> {
         let n = self.block_out_channels.len();
+        if self.down_block_types.len() != n {
+            return Err(Error::InvalidConfig(format!(
+                "{} down block types for {n} block_out_channels: expected {n}",
+                self.down_block_types.len()
+            )));
+        }
         let layers = self.layers_per_block.expand("layers_per_block", n)?;
         let transformer = self
             .transformer_layers_per_block
@@ -416,7 +428,86 @@ impl UNetConditionConfig {
                 )));
             }
         }
+        for (key, v) in [
+            ("in_channels", self.in_channels),
+            ("out_channels", self.out_channels),
+            ("time_embedding_dim", self.time_embed_dim()),
+        ] {
+            if v <= 0 {
+                return Err(Error::unsupported(key, v, "must be positive"));
+            }
+        }
+        if self.downsample_padding < 0 {
+            return Err(Error::unsupported(
+                "downsample_padding",
+                self.downsample_padding,
+                "must be 0 or more",
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::unsupported(
+                "dropout",
+                self.dropout,
+                "must be in [0, 1)",
+            ));
+        }
+        if !(self.norm_eps > 0.0 && self.norm_eps.is_finite()) {
+            return Err(Error::unsupported(
+                "norm_eps",
+                self.norm_eps,
+                "must be positive",
+            ));
+        }
         Ok(())
+    }
+
+    /// A lower bound on the number of weights of the model a valid config
+    /// describes, computed without building it: the tensors that grow with
+    /// each size in the config (`conv_in` and `conv_out`, the time and class
+    /// embeddings, the 3x3 `conv2` and `time_emb_proj` of every ResNet, and
+    /// the query, key, value and output projections of every
+    /// cross-attention), in saturating arithmetic. A loader compares it with
+    /// the weights a file holds before allocating the model.
+    pub fn min_parameters(&self) -> u128 {
+        let ch = &self.block_out_channels;
+        let c0 = ch.first().copied().unwrap_or(0);
+        let temb = self.time_embed_dim();
+        let (k_in, k_out) = (self.conv_in_kernel, self.conv_out_kernel);
+        let mut total = product(&[self.in_channels, c0, k_in, k_in])
+            .saturating_add(product(&[c0, self.out_channels, k_out, k_out]))
+            .saturating_add(product(&[c0, temb]))
+            .saturating_add(product(&[temb, temb]));
+        total = total.saturating_add(match self.class_embedding() {
+            Ok(Some(ClassEmbedding::Table(rows))) => product(&[rows, temb]),
+            Ok(Some(ClassEmbedding::Timestep)) => product(&[c0, temb]),
+            _ => 0,
+        });
+        let resnet = |c: i64| product(&[9, c, c]).saturating_add(product(&[temb, c]));
+        let transformer = |c: i64, level: &Level| {
+            let attn2 =
+                product(&[2, level.cross_attention_dim, c]).saturating_add(product(&[2, c, c]));
+            attn2.saturating_mul(level.transformer_layers.max(0) as u128)
+        };
+        let levels = self.levels().unwrap_or_default();
+        let up_cross = self.up_cross_attention().unwrap_or_default();
+        let n = levels.len();
+        for (j, (&c, level)) in ch.iter().zip(&levels).enumerate() {
+            let down = level.layers.max(0) as u128;
+            let up = down.saturating_add(1);
+            total = total.saturating_add(resnet(c).saturating_mul(down.saturating_add(up)));
+            if level.cross_attention {
+                total = total.saturating_add(transformer(c, level).saturating_mul(down));
+            }
+            if up_cross.get(n - 1 - j) == Some(&true) {
+                total = total.saturating_add(transformer(c, level).saturating_mul(up));
+            }
+        }
+        if let (Some(_), Some(last), Some(&c)) = (&self.mid_block_type, levels.last(), ch.last()) {
+            total = total
+                .saturating_add(resnet(c).saturating_mul(2))
+                .saturating_add(transformer(c, last));
+        }
+        total
     }
 }
 
@@ -489,11 +580,29 @@ mod tests {
                 r#"{"down_block_types": ["SimpleCrossAttnDownBlock2D", "DownBlock2D", "DownBlock2D", "DownBlock2D"]}"#,
                 "down_block_types[0]",
             ),
+            (r#"{"in_channels": 0}"#, "in_channels"),
+            (r#"{"out_channels": -4}"#, "out_channels"),
+            (r#"{"time_embedding_dim": -1}"#, "time_embedding_dim"),
+            (r#"{"downsample_padding": -1}"#, "downsample_padding"),
+            (r#"{"dropout": 1.5}"#, "dropout"),
+            (r#"{"norm_eps": 0}"#, "norm_eps"),
         ] {
             let cfg: UNetConditionConfig = serde_json::from_str(json).unwrap();
             let err = cfg.validate().unwrap_err().to_string();
             assert!(err.contains(key), "{json}: {err}");
         }
+        // The derived sizes of a hostile file are errors, not panics (an
+        // index past the block list, an overflow).
+        let cfg: UNetConditionConfig = serde_json::from_str(
+            r#"{"block_out_channels": [9223372036854775807], "norm_num_groups": 1,
+                "down_block_types": ["DownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D"]}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.time_embed_dim(), i64::MAX);
+        let err = cfg.levels().unwrap_err().to_string();
+        assert!(err.contains("2 down block types for 1"), "{err}");
+        assert!(cfg.validate().is_err());
+        assert!(cfg.min_parameters() > 1 << 100);
         // Defaults written out explicitly are fine.
         let cfg: UNetConditionConfig = serde_json::from_str(
             r#"{"addition_embed_type": null, "resnet_out_scale_factor": 1, "attention_type": "default"}"#,

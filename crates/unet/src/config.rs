@@ -226,6 +226,14 @@ impl ClassEmbedding {
     }
 }
 
+/// The product of `factors` (negative ones count as 0), saturating: the
+/// size of a tensor a config describes, however hostile its numbers.
+pub(crate) fn product(factors: &[i64]) -> u128 {
+    factors
+        .iter()
+        .fold(1u128, |n, &f| n.saturating_mul(f.max(0) as u128))
+}
+
 /// Strips diffusers' `UNetRes` alias prefix (`UNetResDownBlock2D` is `DownBlock2D`).
 fn block_name(s: &str) -> &str {
     s.strip_prefix("UNetRes").unwrap_or(s)
@@ -510,6 +518,39 @@ impl UNetConfig {
             ));
         }
         Ok(())
+    }
+
+    /// A lower bound on the number of weights of the model a valid config
+    /// describes, computed without building it: the tensors that grow with
+    /// each size in the config (`conv_in` and `conv_out`, the time and class
+    /// embeddings, and the 3x3 `conv2` and `time_emb_proj` of every ResNet),
+    /// in saturating arithmetic. A loader compares it with the weights a
+    /// file holds before allocating the model.
+    pub fn min_parameters(&self) -> u128 {
+        let ch = &self.block_out_channels;
+        let c0 = ch.first().copied().unwrap_or(0);
+        let temb = self.time_embed_dim();
+        let mut total = product(&[self.in_channels, c0, 9])
+            .saturating_add(product(&[c0, self.out_channels, 9]))
+            .saturating_add(product(&[c0, temb]))
+            .saturating_add(product(&[temb, temb]));
+        total = total.saturating_add(match self.class_embedding() {
+            Ok(Some(ClassEmbedding::Table(rows))) => product(&[rows, temb]),
+            Ok(Some(ClassEmbedding::Timestep)) => product(&[c0, temb]),
+            _ => 0,
+        });
+        let resnet = |c: i64| product(&[9, c, c]).saturating_add(product(&[temb, c]));
+        // layers_per_block ResNets down, one more up
+        let per_level = product(&[self.layers_per_block])
+            .saturating_mul(2)
+            .saturating_add(1);
+        for &c in ch {
+            total = total.saturating_add(resnet(c).saturating_mul(per_level));
+        }
+        if let (Some(_), Some(&c)) = (&self.mid_block_type, ch.last()) {
+            total = total.saturating_add(resnet(c).saturating_mul(2));
+        }
+        total
     }
 
     /// A named preset: `ddpm-cifar10`, `small-grey-28`, `small-grey-32`, `tiny`.

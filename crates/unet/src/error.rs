@@ -32,6 +32,21 @@ pub enum Error {
         mismatched: Vec<String>,
     },
 
+    /// A model folder whose config describes a model far bigger than its
+    /// weights file holds: caught before the model is allocated, so a config
+    /// that claims enormous channel counts costs nothing.
+    #[error(
+        "{config}: describes a model of at least {needed} weights, more than twice the {held} \
+         that {weights} holds: the config does not belong to these weights (or claims sizes no \
+         model has)"
+    )]
+    ConfigExceedsWeights {
+        config: PathBuf,
+        weights: PathBuf,
+        needed: u128,
+        held: u128,
+    },
+
     /// A file or folder that cannot be read or written; displayed as
     /// [`tensor::io_error::describe`] words it (`no such file: PATH`).
     #[error("{}", tensor::io_error::describe(path, error))]

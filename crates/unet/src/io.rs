@@ -86,10 +86,58 @@ pub fn modern_key(name: &str) -> String {
 /// diffusers state-dict keys loads this way.
 pub fn load_weights_into(vs: &nn::VarStore, path: impl AsRef<Path>) -> Result<usize> {
     let path = path.as_ref();
-    let file: BTreeMap<String, Tensor> = tensor::safetensors::load(path, Device::Cpu)?
+    copy_weights_into(vs, path, read_weights(path)?)
+}
+
+/// The tensors of the safetensors file `path` on the CPU, legacy attention
+/// keys renamed ([`modern_key`]).
+fn read_weights(path: &Path) -> Result<BTreeMap<String, Tensor>> {
+    Ok(tensor::safetensors::load(path, Device::Cpu)?
         .into_iter()
         .map(|(k, v)| (modern_key(&k), v))
-        .collect();
+        .collect())
+}
+
+/// The tensors of the weights file `weights` (on the CPU, legacy keys
+/// renamed) for a model whose config file `config` describes at least
+/// `needed` weights: [`Error::ConfigExceedsWeights`] when that is more than
+/// [`weights_cover`] allows, so that a loader refuses a config claiming
+/// enormous sizes before it allocates the model.
+pub fn read_weights_for(
+    config: &Path,
+    weights: &Path,
+    needed: u128,
+) -> Result<BTreeMap<String, Tensor>> {
+    let file = read_weights(weights)?;
+    let held: u128 = file.values().map(|t| t.numel() as u128).sum();
+    if !weights_cover(held, needed) {
+        return Err(Error::ConfigExceedsWeights {
+            config: config.to_path_buf(),
+            weights: weights.to_path_buf(),
+            needed,
+            held,
+        });
+    }
+    Ok(file)
+}
+
+/// Whether a file of `held` weights may be loaded into a model of (at
+/// least) `needed`: every weight of the model must be in the file, so more
+/// than `held` cannot load, but a model up to twice the file (plus a
+/// million weights) is allocated anyway, so that a config that is a little
+/// off gets the full list of mismatched tensors; a bigger one is refused
+/// before anything is allocated.
+pub fn weights_cover(held: u128, needed: u128) -> bool {
+    needed <= held.saturating_mul(2).saturating_add(1 << 20)
+}
+
+/// [`load_weights_into`] with the tensors of `path` already read (by
+/// [`read_weights_for`]).
+pub fn copy_weights_into(
+    vs: &nn::VarStore,
+    path: &Path,
+    file: BTreeMap<String, Tensor>,
+) -> Result<usize> {
     let vars = vs.variables();
     let mut missing = Vec::new();
     let mut mismatched = Vec::new();
@@ -160,13 +208,20 @@ impl UNet {
         Ok(UNet { vs, model })
     }
 
-    /// Loads a diffusers model or pipeline folder onto `device` (weights as f32).
+    /// Loads a diffusers model or pipeline folder onto `device` (weights as
+    /// f32). The weights file is read first: a config that describes a
+    /// model far bigger than the file holds ([`weights_cover`]) is an error
+    /// before the model is allocated ([`UNetConfig::min_parameters`]).
     pub fn load(dir: impl AsRef<Path>, device: Device) -> Result<Self> {
         let dir = resolve_model_dir(dir)?;
-        let config = UNetConfig::from_file(dir.join(CONFIG_NAME))?;
+        let config_path = dir.join(CONFIG_NAME);
+        let config = UNetConfig::from_file(&config_path)?;
+        config.validate()?;
         let weights = weights_file(&dir)?;
-        let mut unet = tch::no_grad(|| UNet::new(&config, device))?;
-        unet.load_weights(&weights)?;
+        let file = read_weights_for(&config_path, &weights, config.min_parameters())?;
+        let unet = tch::no_grad(|| UNet::new(&config, device))?;
+        let n = copy_weights_into(&unet.vs, &weights, file)?;
+        tracing::debug!(path = %weights.display(), tensors = n, "loaded UNet weights");
         Ok(unet)
     }
 
@@ -315,13 +370,19 @@ impl ConditionUNet {
     }
 
     /// Loads a diffusers model folder, or the `unet/` of a pipeline folder,
-    /// onto `device` (weights as f32).
+    /// onto `device` (weights as f32). The weights file is read first: a
+    /// config that describes a model far bigger than the file holds
+    /// ([`weights_cover`]) is an error before the model is allocated
+    /// ([`UNetConditionConfig::min_parameters`]).
     pub fn load(dir: impl AsRef<Path>, device: Device) -> Result<Self> {
         let dir = resolve_model_dir(dir)?;
-        let config = UNetConditionConfig::from_file(dir.join(CONFIG_NAME))?;
+        let config_path = dir.join(CONFIG_NAME);
+        let config = UNetConditionConfig::from_file(&config_path)?;
+        config.validate()?;
         let weights = weights_file(&dir)?;
+        let file = read_weights_for(&config_path, &weights, config.min_parameters())?;
         let unet = tch::no_grad(|| ConditionUNet::new(&config, device))?;
-        load_weights_into(&unet.vs, &weights)?;
+        copy_weights_into(&unet.vs, &weights, file)?;
         Ok(unet)
     }
 
@@ -365,6 +426,7 @@ fn block_of(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::condition_config::PerBlock;
 
     /// Channels-last changes the layout, not the numbers, and saves as the
     /// contiguous model would.
@@ -386,6 +448,90 @@ mod tests {
         unet.save(dir.path().join("b")).unwrap();
         let read = |d: &str| std::fs::read(dir.path().join(d).join(WEIGHTS_NAME)).unwrap();
         assert_eq!(read("a"), read("b"));
+    }
+
+    /// A small condition model: two levels of 16 and 32 channels, one with
+    /// cross-attention, a mid block, a class table.
+    fn small_condition_config() -> UNetConditionConfig {
+        UNetConditionConfig {
+            block_out_channels: vec![16, 32],
+            down_block_types: vec!["CrossAttnDownBlock2D".into(), "DownBlock2D".into()],
+            up_block_types: vec!["UpBlock2D".into(), "CrossAttnUpBlock2D".into()],
+            layers_per_block: PerBlock::Each(vec![1, 2]),
+            norm_num_groups: 8,
+            cross_attention_dim: PerBlock::One(12),
+            attention_head_dim: PerBlock::One(2),
+            num_class_embeds: Some(5),
+            ..UNetConditionConfig::default()
+        }
+    }
+
+    /// The bound the loaders check a weights file against is a lower bound
+    /// of the real count.
+    #[test]
+    fn min_parameters_is_a_lower_bound() {
+        let mut wide_time = UNetConfig::tiny();
+        wide_time.time_embedding_dim = Some(40);
+        wide_time.num_class_embeds = Some(3);
+        for cfg in [UNetConfig::tiny(), UNetConfig::small_grey(28), wide_time] {
+            let n = UNet::new(&cfg, Device::Cpu).unwrap().num_parameters();
+            let min = cfg.min_parameters();
+            assert!(min <= n as u128 && min * 4 > n as u128, "{min} vs {n}");
+        }
+        let cfg = small_condition_config();
+        let n = ConditionUNet::new(&cfg, Device::Cpu)
+            .unwrap()
+            .num_parameters();
+        let min = cfg.min_parameters();
+        assert!(min <= n as u128 && min * 4 > n as u128, "{min} vs {n}");
+    }
+
+    /// A config.json that claims enormous channel counts next to a small
+    /// weights file is an error before the model is allocated (which would
+    /// take terabytes).
+    #[test]
+    fn a_config_bigger_than_its_weights_is_refused_before_allocating() {
+        let dir = tempfile::tempdir().unwrap();
+        let tiny = UNetConfig::tiny();
+        UNet::new(&tiny, Device::Cpu)
+            .unwrap()
+            .save(dir.path())
+            .unwrap();
+        let mut huge = tiny.clone();
+        huge.block_out_channels = vec![1 << 20; 2];
+        huge.validate().unwrap();
+        std::fs::write(dir.path().join(CONFIG_NAME), huge.to_diffusers_json()).unwrap();
+        let err = UNet::load(dir.path(), Device::Cpu).unwrap_err().to_string();
+        assert!(
+            err.contains("config.json: describes a model of at least")
+                && err.contains(WEIGHTS_NAME)
+                && err.contains("does not belong"),
+            "{err}"
+        );
+
+        let cond = small_condition_config();
+        ConditionUNet::new(&cond, Device::Cpu)
+            .unwrap()
+            .save(dir.path())
+            .unwrap();
+        ConditionUNet::load(dir.path(), Device::Cpu).unwrap();
+        let edits: [fn(&mut UNetConditionConfig); 5] = [
+            |c: &mut UNetConditionConfig| c.cross_attention_dim = PerBlock::One(1 << 40),
+            |c: &mut UNetConditionConfig| c.time_embedding_dim = Some(1 << 30),
+            |c: &mut UNetConditionConfig| c.num_class_embeds = Some(1 << 40),
+            |c: &mut UNetConditionConfig| c.transformer_layers_per_block = PerBlock::One(1 << 20),
+            |c: &mut UNetConditionConfig| c.conv_in_kernel = (1 << 20) + 1,
+        ];
+        for edit in edits {
+            let mut huge = cond.clone();
+            edit(&mut huge);
+            huge.validate().unwrap();
+            std::fs::write(dir.path().join(CONFIG_NAME), huge.to_diffusers_json()).unwrap();
+            let err = ConditionUNet::load(dir.path(), Device::Cpu)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("describes a model of at least"), "{err}");
+        }
     }
 
     #[test]

@@ -135,9 +135,62 @@ impl VaeConfig {
         self.block_out_channels.len().saturating_sub(1)
     }
 
-    /// How many times smaller latents are than images, on each side.
+    /// How many times smaller latents are than images, on each side
+    /// (`i64::MAX` for 63 downsamplings or more, which no image survives).
     pub fn downscale_factor(&self) -> i64 {
-        1 << self.num_downsamples()
+        u32::try_from(self.num_downsamples())
+            .ok()
+            .and_then(|n| 1i64.checked_shl(n))
+            .filter(|&f| f > 0)
+            .unwrap_or(i64::MAX)
+    }
+
+    /// A lower bound on the number of weights of the model a valid config
+    /// describes, computed without building it: the tensors that grow with
+    /// each size in the config (the 3x3 `conv2` of every ResNet, the
+    /// encoder's and decoder's `conv_in` and `conv_out`, the quant convs),
+    /// in saturating arithmetic. [`crate::Vae::load`] compares it with the
+    /// weights a file holds before allocating the model.
+    pub fn min_parameters(&self) -> u128 {
+        let product = |factors: &[i64]| {
+            factors
+                .iter()
+                .fold(1u128, |n, &f| n.saturating_mul(f.max(0) as u128))
+        };
+        let ch = &self.block_out_channels;
+        let (first, last) = (
+            ch.first().copied().unwrap_or(0),
+            ch.last().copied().unwrap_or(0),
+        );
+        let z = self.latent_channels;
+        // layers_per_block ResNets in the encoder, one more in the decoder
+        let per_level = product(&[self.layers_per_block])
+            .saturating_mul(2)
+            .saturating_add(1);
+        let mut total = [
+            product(&[self.in_channels, first, 9]),
+            product(&[last, 2, z, 9]),
+            product(&[z, last, 9]),
+            product(&[first, self.out_channels, 9]),
+            // two ResNets in each mid block
+            product(&[4, 9, last, last]),
+            if self.use_quant_conv {
+                product(&[2, z, 2, z])
+            } else {
+                0
+            },
+            if self.use_post_quant_conv {
+                product(&[z, z])
+            } else {
+                0
+            },
+        ]
+        .into_iter()
+        .fold(0u128, u128::saturating_add);
+        for &c in ch {
+            total = total.saturating_add(product(&[9, c, c]).saturating_mul(per_level));
+        }
+        total
     }
 
     /// Checks every option against what this implementation supports and
@@ -374,5 +427,18 @@ mod tests {
         cfg.check_image_hw(512, 768).unwrap();
         let err = cfg.check_image_hw(500, 512).unwrap_err().to_string();
         assert!(err.contains("multiples of 8"), "{err}");
+        // A hostile file's 70 levels are an error, not a shift overflow.
+        let n = 70;
+        let deep = VaeConfig {
+            down_block_types: vec![DOWN_BLOCK.into(); n],
+            up_block_types: vec![UP_BLOCK.into(); n],
+            block_out_channels: vec![32; n],
+            ..VaeConfig::default()
+        };
+        deep.validate().unwrap();
+        assert_eq!(deep.downscale_factor(), i64::MAX);
+        let err = deep.check_image_hw(512, 512).unwrap_err().to_string();
+        assert!(err.contains("69 downsamplings"), "{err}");
+        assert_eq!(crate::Tiling::for_config(&deep).latent_size, 0);
     }
 }

@@ -80,10 +80,15 @@ impl Vae {
     }
 
     /// Loads a diffusers VAE folder, or the `vae/` of a pipeline folder,
-    /// onto `device` (weights as f32).
+    /// onto `device` (weights as f32). The weights file is read first: a
+    /// config that describes a model far bigger than the file holds
+    /// ([`unet::io::weights_cover`]) is an error before the model is
+    /// allocated ([`VaeConfig::min_parameters`]).
     pub fn load(dir: impl AsRef<Path>, device: Device) -> Result<Self> {
         let dir = resolve_model_dir(dir)?;
-        let config = VaeConfig::from_file(dir.join(CONFIG_NAME))?;
+        let config_path = dir.join(CONFIG_NAME);
+        let config = VaeConfig::from_file(&config_path)?;
+        config.validate()?;
         let weights = dir.join(WEIGHTS_NAME);
         if !weights.is_file() && dir.join("diffusion_pytorch_model.bin").is_file() {
             return Err(Error::NotAModelFolder {
@@ -93,8 +98,10 @@ impl Vae {
                     .into(),
             });
         }
-        let mut vae = tch::no_grad(|| Vae::new(&config, device))?;
-        vae.load_weights(&weights)?;
+        let file = unet::io::read_weights_for(&config_path, &weights, config.min_parameters())?;
+        let vae = tch::no_grad(|| Vae::new(&config, device))?;
+        let n = unet::io::copy_weights_into(&vae.vs, &weights, file)?;
+        tracing::debug!(path = %weights.display(), tensors = n, "loaded VAE weights");
         Ok(vae)
     }
 
@@ -292,6 +299,45 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("[N, 2, H, W]"), "{err}");
+    }
+
+    /// A config.json claiming enormous sizes next to a small weights file is
+    /// an error before the model is allocated; the bound it is checked
+    /// with is a lower bound of the real count.
+    #[test]
+    fn a_config_bigger_than_its_weights_is_refused_before_allocating() {
+        let mut no_quant = tiny();
+        no_quant.use_quant_conv = false;
+        no_quant.layers_per_block = 2;
+        for cfg in [tiny(), no_quant] {
+            let n = Vae::new(&cfg, Device::Cpu).unwrap().num_parameters() as u128;
+            let min = cfg.min_parameters();
+            assert!(min <= n && min * 4 > n, "{min} vs {n}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        Vae::new(&tiny(), Device::Cpu)
+            .unwrap()
+            .save(dir.path())
+            .unwrap();
+        Vae::load(dir.path(), Device::Cpu).unwrap();
+        let edits: [fn(&mut VaeConfig); 4] = [
+            |c| c.block_out_channels = vec![1 << 20; 2],
+            |c| c.latent_channels = 1 << 40,
+            |c| c.layers_per_block = 1 << 40,
+            |c| c.in_channels = 1 << 50,
+        ];
+        for edit in edits {
+            let mut huge = tiny();
+            edit(&mut huge);
+            huge.validate().unwrap();
+            std::fs::write(dir.path().join(CONFIG_NAME), huge.to_diffusers_json()).unwrap();
+            let err = Vae::load(dir.path(), Device::Cpu).unwrap_err().to_string();
+            assert!(
+                err.contains("config.json: describes a model of at least")
+                    && err.contains(WEIGHTS_NAME),
+                "{err}"
+            );
+        }
     }
 
     #[test]

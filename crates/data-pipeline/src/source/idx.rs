@@ -17,35 +17,102 @@ pub struct IdxArray {
     pub data: Vec<u8>,
 }
 
-/// Reads a file, transparently gunzipping it when it starts with the gzip magic.
+/// The gzip magic bytes.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// The most bytes a gzipped IDX file may expand to: 2 GiB (the largest IDX
+/// file in use, EMNIST ByClass's training images, is 550 MB). A plain file
+/// is bounded by its size on disk; a gzipped one only by this and its
+/// header.
+pub const MAX_GUNZIPPED_BYTES: u64 = 1 << 31;
+
+/// Reads an IDX file, transparently gunzipping it when it starts with the
+/// gzip magic; decompression stops where the header says the data ends
+/// (and at [`MAX_GUNZIPPED_BYTES`]).
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     gunzip_if_needed(path, raw)
 }
 
+/// `raw` itself, or, when it starts with the gzip magic, the IDX bytes it
+/// decompresses to. Decompression is bounded by the IDX header: the header
+/// is decompressed first, dimensions that need more than
+/// [`MAX_GUNZIPPED_BYTES`] are an error before any data is read, and a
+/// stream that holds more data than its dimensions describe is an error as
+/// soon as the first byte too many comes out (a few hundred kilobytes of
+/// gzip can expand to gigabytes).
 pub(crate) fn gunzip_if_needed(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>> {
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
+    if !raw.starts_with(&GZIP_MAGIC) {
+        return Ok(raw);
+    }
+    let mut z = GzDecoder::new(&raw[..]);
+    let mut out = Vec::new();
+    let mut read_up_to = |out: &mut Vec<u8>, n: u64| {
+        (&mut z)
+            .take(n)
+            .read_to_end(out)
             .map_err(|e| Error::Format {
                 path: path.to_path_buf(),
                 format: "gzip",
                 reason: e.to_string(),
-            })?;
-        Ok(out)
-    } else {
-        Ok(raw)
+            })
+    };
+    read_up_to(&mut out, 4)?;
+    if out.len() == 4 {
+        let ndims = u64::from(out[3]);
+        read_up_to(&mut out, 4 * ndims)?;
     }
+    let header = parse_header(path, &out)?;
+    let total = header.len as u64 + header.data_len as u64;
+    if total > MAX_GUNZIPPED_BYTES {
+        return Err(Error::Format {
+            path: path.to_path_buf(),
+            format: "IDX",
+            reason: format!(
+                "dimensions {:?} need {} bytes of data, more than the {} GiB a gzipped IDX file \
+                 may expand to (gunzip it to read it as a plain file)",
+                header.dims,
+                header.data_len,
+                MAX_GUNZIPPED_BYTES >> 30
+            ),
+        });
+    }
+    // One byte more than the dimensions need: a longer stream is an error
+    // without decompressing the rest, and a stream that ends exactly there
+    // has its gzip trailer (CRC and length) checked.
+    read_up_to(&mut out, header.data_len as u64 + 1)?;
+    if out.len() as u64 > total {
+        return Err(Error::Format {
+            path: path.to_path_buf(),
+            format: "IDX",
+            reason: format!(
+                "dimensions {:?} need {} bytes of data, and the gzipped stream holds more",
+                header.dims, header.data_len
+            ),
+        });
+    }
+    Ok(out)
 }
 
-/// Parses IDX bytes; `path` only names the source in errors.
-pub fn parse(path: &Path, bytes: &[u8]) -> Result<IdxArray> {
-    let bad = |reason: String| Error::Format {
+/// The header of an IDX file: its dimensions, its length in bytes and the
+/// bytes of data the dimensions need.
+struct Header {
+    dims: Vec<usize>,
+    len: usize,
+    data_len: usize,
+}
+
+fn format_error(path: &Path, reason: String) -> Error {
+    Error::Format {
         path: path.to_path_buf(),
         format: "IDX",
         reason,
-    };
+    }
+}
+
+/// Parses the header at the start of `bytes` (which may stop right after it).
+fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header> {
+    let bad = |reason: String| format_error(path, reason);
     if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
         return Err(bad("missing the 00 00 magic prefix".into()));
     }
@@ -56,25 +123,42 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<IdxArray> {
         )));
     }
     let ndims = usize::from(bytes[3]);
-    let header = 4 + 4 * ndims;
-    if ndims == 0 || bytes.len() < header {
+    let len = 4 + 4 * ndims;
+    if ndims == 0 || bytes.len() < len {
         return Err(bad(format!("header of {ndims} dimensions is truncated")));
     }
-    let dims: Vec<usize> = bytes[4..header]
+    let dims: Vec<usize> = bytes[4..len]
         .chunks_exact(4)
         .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
         .collect();
-    let Some(expected) = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) else {
+    let Some(data_len) = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) else {
         return Err(bad(format!(
             "dimensions {dims:?} describe more bytes than memory holds"
         )));
     };
-    let data = &bytes[header..];
-    if data.len() != expected {
-        return Err(bad(format!(
-            "dimensions {dims:?} need {expected} bytes of data, the file has {}",
-            data.len()
-        )));
+    Ok(Header {
+        dims,
+        len,
+        data_len,
+    })
+}
+
+/// Parses IDX bytes; `path` only names the source in errors.
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<IdxArray> {
+    let Header {
+        dims,
+        len,
+        data_len,
+    } = parse_header(path, bytes)?;
+    let data = &bytes[len..];
+    if data.len() != data_len {
+        return Err(format_error(
+            path,
+            format!(
+                "dimensions {dims:?} need {data_len} bytes of data, the file has {}",
+                data.len()
+            ),
+        ));
     }
     Ok(IdxArray {
         dims,
@@ -142,5 +226,73 @@ mod tests {
         std::fs::write(&bad_gz, [0x1f, 0x8b, 8, 0, 1, 2, 3]).unwrap();
         let err = read(&bad_gz).unwrap_err().to_string();
         assert!(err.contains("bad.gz") && err.contains("gzip"), "{err}");
+    }
+
+    fn gzip(parts: &[&[u8]]) -> Vec<u8> {
+        let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+        for part in parts {
+            gz.write_all(part).unwrap();
+        }
+        gz.finish().unwrap()
+    }
+
+    /// A gzip bomb: 200 MB of zeros (about 200 KB of gzip) after a header
+    /// that asks for 1,568 bytes is rejected at byte 1,569, and a header
+    /// that asks for 60 GB is rejected before any data is decompressed.
+    #[test]
+    fn gzip_bombs_are_rejected_before_they_expand() {
+        let p = Path::new("bomb-idx3-ubyte.gz");
+        let zeros = vec![0u8; 1 << 20];
+        let mut parts: Vec<&[u8]> = Vec::new();
+        let header = encode(&[2, 28, 28], &[]);
+        parts.push(&header);
+        parts.extend(std::iter::repeat_n(&zeros[..], 200));
+        let bomb = gzip(&parts);
+        assert!(bomb.len() < 1 << 20, "{} bytes of gzip", bomb.len());
+        let err = gunzip_if_needed(p, bomb).unwrap_err().to_string();
+        assert!(
+            err.contains("bomb-idx3-ubyte.gz")
+                && err.contains("need 1568 bytes")
+                && err.contains("the gzipped stream holds more"),
+            "{err}"
+        );
+
+        let huge = encode(&[60_000, 1000, 1000], &[]);
+        let err = gunzip_if_needed(p, gzip(&[&huge, &zeros]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("[60000, 1000, 1000]")
+                && err.contains("60000000000 bytes")
+                && err.contains("gunzip it"),
+            "{err}"
+        );
+        // Not IDX at all: only the first four bytes are decompressed.
+        let err = gunzip_if_needed(p, gzip(&[b"PK\x03\x04", &zeros]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("magic"), "{err}");
+    }
+
+    /// Reading no further than the data still checks the gzip trailer.
+    #[test]
+    fn a_corrupt_gzip_trailer_is_still_an_error() {
+        let p = Path::new("x.gz");
+        let bytes = encode(&[3], &[1, 2, 3]);
+        let mut gz = gzip(&[&bytes]);
+        assert_eq!(gunzip_if_needed(p, gz.clone()).unwrap(), bytes);
+        let crc = gz.len() - 8;
+        gz[crc] ^= 0xff;
+        let err = gunzip_if_needed(p, gz).unwrap_err().to_string();
+        assert!(err.contains("x.gz") && err.contains("gzip"), "{err}");
+        // Data cut short: the header's count is the error.
+        let cut = gzip(&[&bytes[..bytes.len() - 1]]);
+        let err = parse(p, &gunzip_if_needed(p, cut).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("need 3 bytes of data, the file has 2"),
+            "{err}"
+        );
     }
 }
