@@ -151,7 +151,7 @@ impl Model {
     /// when it trains.
     pub fn trainable_params(&self) -> Vec<(String, Tensor)> {
         match self {
-            Model::Plain(u) => crate::trainer::trainable_params(u),
+            Model::Plain(u) => trainable_params(u),
             Model::Text(m) => {
                 let mut v = prefixed(&m.unet.vs, "unet.");
                 if m.train_text_encoder {
@@ -192,4 +192,17 @@ impl Model {
             Model::Text(m) => Some(m),
         }
     }
+}
+
+/// The model's trained tensors by name, in name order (the order of the
+/// optimiser state, the EMA and the gradient buckets).
+pub fn trainable_params(unet: &UNet) -> Vec<(String, Tensor)> {
+    let mut params: Vec<(String, Tensor)> = unet
+        .vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .collect();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    params
 }

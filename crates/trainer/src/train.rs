@@ -16,7 +16,8 @@ use crate::progress::{Lines, Progress};
 use crate::{checkpoint, Error, Result, TrainConfig, Trainer};
 
 pub use crate::objective::{objective, Batch};
-pub use crate::trainer::{trainable_params, TrainOptions};
+pub use crate::model::trainable_params;
+pub use crate::trainer::TrainOptions;
 
 /// What a finished run reports.
 #[derive(Debug, Clone)]

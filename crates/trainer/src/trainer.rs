@@ -517,15 +517,3 @@ fn resumed_config(
     Ok((saved, root))
 }
 
-/// The model's trained tensors by name, in name order (the order of the
-/// optimiser state, the EMA and the gradient buckets).
-pub fn trainable_params(unet: &UNet) -> Vec<(String, Tensor)> {
-    let mut params: Vec<(String, Tensor)> = unet
-        .vs
-        .variables()
-        .into_iter()
-        .filter(|(_, t)| t.requires_grad())
-        .collect();
-    params.sort_by(|a, b| a.0.cmp(&b.0));
-    params
-}
