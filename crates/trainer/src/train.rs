@@ -15,8 +15,8 @@ use crate::hooks::Hooks;
 use crate::progress::{Lines, Progress};
 use crate::{checkpoint, Error, Result, TrainConfig, Trainer};
 
-pub use crate::objective::{objective, Batch};
 pub use crate::model::trainable_params;
+pub use crate::objective::{objective, Batch};
 pub use crate::trainer::TrainOptions;
 
 /// What a finished run reports.

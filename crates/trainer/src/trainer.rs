@@ -516,4 +516,3 @@ fn resumed_config(
         .unwrap_or_else(|| PathBuf::from("."));
     Ok((saved, root))
 }
-
