@@ -31,6 +31,10 @@ pub enum Error {
         error: std::io::Error,
     },
 
+    /// Drawing samples to evaluate failed (the sampler's own error, in words).
+    #[error("sampling: {0}")]
+    Sampling(String),
+
     #[error(transparent)]
     Tensor(#[from] tensor::Error),
 

@@ -12,8 +12,11 @@
 //! - [`extractor`]: bundled nets, net files, or a TorchScript module.
 //! - [`reference`](mod@reference): features and statistics of a reference data set, cached.
 //! - [`images`]: loading sample folders and data sets; noise and blur.
-//! - `cli` (feature `cli`, on by default): `lmzh eval` and `lmzh eval
-//!   train-features`.
+//! - [`prompts`]: prompt following of a text-to-image model trained on
+//!   `captioned-digits`: are the asked digits drawn, on the asked sides,
+//!   for seen and held-out pairs?
+//! - `cli` (feature `cli`, on by default): `lmzh eval`, `lmzh eval
+//!   train-features` and `lmzh eval prompts`.
 
 pub mod builtin;
 #[cfg(feature = "cli")]
@@ -23,6 +26,7 @@ pub mod extractor;
 pub mod feature_net;
 pub mod images;
 pub mod metrics;
+pub mod prompts;
 pub mod reference;
 pub mod train_net;
 

@@ -23,6 +23,7 @@ use crate::Result;
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "Text to image:\n  \
     lmzh train --preset captions-tiny\n  \
+    lmzh train --preset captioned-digits   # then: lmzh eval prompts --model runs/NAME\n  \
     lmzh train --data path/to/captioned --set data.preprocess.resolution=32 --set data.preprocess.channels=3 \
 --set model.text.proportion_empty_prompts=0.1\n  \
     lmzh txt2img --model runs/NAME --prompt \"a red circle\" --sampler dpm++2m --steps 25 --guidance-scale 3")]
@@ -31,7 +32,8 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Start from a preset: default, fashion-mnist, cifar10, captions-tiny
-    /// (text to image on bundled captioned shapes).
+    /// (text to image on bundled captioned shapes), captioned-digits (text
+    /// to image on bundled two-digit canvases, about half an hour on a CPU).
     #[arg(long, default_value = "default", conflicts_with = "config")]
     pub preset: String,
     /// Continue a run: a checkpoint file, a run folder, or `latest`.

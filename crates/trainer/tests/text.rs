@@ -339,3 +339,73 @@ struct Txt2Img {
     #[command(flatten)]
     args: sampler::cli::txt2img::Args,
 }
+
+/// The `captioned-digits` preset: text conditioning on the bundled
+/// two-digit canvases, no flips, 32 x 32 grey, a U-Net without attention at
+/// full resolution, sample prompts with held-out pairs; one step trains.
+#[test]
+fn the_captioned_digits_preset_trains_text_to_image_without_flips() {
+    use data_pipeline::source::captioned_digits::HELD_OUT_PAIRS;
+    let _turn = turn();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = TrainConfig::preset("captioned-digits").unwrap();
+    assert!(!c.data.preprocess.random_flip, "a flip breaks the captions");
+    assert_eq!(c.model.conditioning, Conditioning::Text);
+    assert_eq!(c.model.text.proportion_empty_prompts, 0.1);
+    assert_eq!(c.log.sampler, "dpm++2m");
+    assert!(c.log.guidance_scale > 1.0);
+    let held_out = c
+        .model
+        .text
+        .sample_prompts
+        .iter()
+        .filter(|p| {
+            HELD_OUT_PAIRS.iter().any(|&(l, r)| {
+                p.ends_with(&format!("{l} to the left of a {r}")) || {
+                    p.ends_with(&format!("{l} to the left of an {r}"))
+                }
+            })
+        })
+        .count();
+    assert!(held_out >= 2, "{:?}", c.model.text.sample_prompts);
+    c.runs_dir = dir.path().to_path_buf();
+    c.name = "captioned-digits".into();
+    c.device = tensor::DeviceSpec::Cpu;
+    c.steps = 1;
+    c.batch_size = 4;
+    let mut t = Trainer::new(c, &TrainOptions::default()).unwrap();
+    let m = t.model().text().expect("a text model");
+    let u = m.unet.config();
+    assert_eq!(
+        (u.in_channels, u.sample_hw()),
+        (1, Some((32, 32))),
+        "32 x 32 grey"
+    );
+    // No attention at 32 x 32 (1,024 positions): cross-attention at 8 x 8.
+    assert_eq!(u.down_block_types[0], "DownBlock2D");
+    assert_eq!(u.down_block_types[2], "CrossAttnDownBlock2D");
+    let unet_params: i64 = m
+        .unet
+        .vs
+        .trainable_variables()
+        .iter()
+        .map(Tensor::numel)
+        .sum::<usize>() as i64;
+    eprintln!("captioned-digits U-Net: {unet_params} weights");
+    assert!(
+        (500_000..3_000_000).contains(&unet_params),
+        "{unet_params} U-Net weights"
+    );
+    let batches = t.next_batches().unwrap();
+    assert_eq!(batches[0].images.size(), [4, 1, 32, 32]);
+    let captions = batches[0].captions.clone().unwrap();
+    assert!(
+        captions.iter().all(|c| c.is_empty()
+            || c.chars().any(|ch| ch.is_ascii_digit())
+            || c.contains(" and ")
+            || c.contains("next to")),
+        "{captions:?}"
+    );
+    let out = t.step(&batches).unwrap();
+    assert!(!out.skipped && out.loss.is_finite());
+}
