@@ -106,6 +106,28 @@ CASES = {
         tokens=4,
         classes=5,
     ),
+    # addition_embed_type "text": the pooled prompt added to the time
+    # embedding (the captioned-digits preset's U-Net shape, smaller).
+    "text_time_pooled": dict(
+        config=dict(
+            sample_size=8,
+            in_channels=1,
+            out_channels=1,
+            block_out_channels=[16, 32],
+            layers_per_block=1,
+            down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
+            up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"],
+            cross_attention_dim=16,
+            attention_head_dim=2,
+            norm_num_groups=8,
+            addition_embed_type="text",
+            addition_embed_type_num_heads=4,
+        ),
+        batch=3,
+        hw=(8, 8),
+        tokens=6,
+        mask=True,
+    ),
 }
 
 

@@ -139,6 +139,13 @@ pub struct TextConfig {
     /// `attention_head_dim`, which despite its name counts heads).
     pub attention_head_dim: i64,
     pub norm_num_groups: i64,
+    /// `"text"`: the prompt, pooled by attention, is also added to the
+    /// time embedding (diffusers' `addition_embed_type`), so every ResNet
+    /// block sees it as a class-conditional U-Net sees its label; `null`:
+    /// cross-attention only, as Stable Diffusion.
+    pub addition_embed_type: Option<String>,
+    /// Heads of that pooling (diffusers' `addition_embed_type_num_heads`).
+    pub addition_embed_type_num_heads: i64,
     /// The text encoder's width: the U-Net's `cross_attention_dim`.
     pub hidden_size: i64,
     pub intermediate_size: i64,
@@ -156,6 +163,12 @@ pub struct TextConfig {
     /// The prompts of the sample grids, one column each (empty: the first
     /// few distinct captions of the data).
     pub sample_prompts: Vec<String>,
+    /// Latent mode: train in the latent space of this `AutoencoderKL` (a
+    /// `vae/` folder, or a pipeline or run folder holding one, e.g. from
+    /// `lmzh train-vae`), kept frozen. The U-Net sees `vae.encode(x)
+    /// .latent_dist.sample() * scaling_factor`, the run folder gets a copy
+    /// of the VAE and is a `StableDiffusionPipeline`. null: pixel space.
+    pub vae: Option<PathBuf>,
 }
 
 impl Default for TextConfig {
@@ -168,6 +181,8 @@ impl Default for TextConfig {
             up_block_types: strings(&["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]),
             attention_head_dim: 4,
             norm_num_groups: 8,
+            addition_embed_type: None,
+            addition_embed_type_num_heads: 4,
             hidden_size: 64,
             intermediate_size: 256,
             num_hidden_layers: 2,
@@ -176,6 +191,7 @@ impl Default for TextConfig {
             train_text_encoder: true,
             proportion_empty_prompts: 0.1,
             sample_prompts: Vec::new(),
+            vae: None,
         }
     }
 }
@@ -216,6 +232,11 @@ impl TextConfig {
             norm_num_groups: self.norm_num_groups,
             cross_attention_dim: PerBlock::One(self.hidden_size),
             attention_head_dim: PerBlock::One(self.attention_head_dim),
+            addition_embed_type: self.addition_embed_type.clone(),
+            addition_embed_type_num_heads: self
+                .addition_embed_type
+                .is_some()
+                .then_some(self.addition_embed_type_num_heads),
             ..unet::UNetConditionConfig::default()
         };
         u.validate().map_err(|e| Error::Setting {

@@ -40,7 +40,7 @@ impl Hooks {
         let run = t.run_dir()?;
         let data = t.data()?;
         let (noise, labels) =
-            preview::fixed_inputs(&t.config, &data.probe, data.num_classes, t.device);
+            preview::fixed_inputs(&t.config, data.model_shape, data.num_classes, t.device);
         let text = t.model.text().is_some();
         if text && t.is_main() && t.config.eval.every > 0 {
             tracing::warn!(

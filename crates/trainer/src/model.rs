@@ -2,7 +2,8 @@
 //! or for text conditioning a `UNet2DConditionModel` and the CLIP text
 //! encoder whose hidden states it attends to, trained together from
 //! scratch, with CLIP's tokenizer (the vocabulary bundled in
-//! `assets/clip-vocab`).
+//! `assets/clip-vocab`); in latent mode with a frozen `AutoencoderKL`
+//! whose latents the U-Net denoises.
 //!
 //! The parameters of a text model are named `unet.NAME` and
 //! `text_encoder.NAME` in one list (the order of the optimiser state, the
@@ -14,6 +15,7 @@ use std::path::Path;
 use tch::{Device, Tensor};
 use text::{ClipTextModel, ClipTokenizer};
 use unet::{ConditionUNet, UNet};
+use vae::{LatentDraw, Vae};
 
 use crate::{Error, Result};
 
@@ -80,8 +82,8 @@ pub fn clip_tokenizer(max_length: usize) -> Result<ClipTokenizer> {
     tokenizer
 }
 
-/// A text-to-image model in pixel space: the U-Net, the text encoder and
-/// the tokenizer.
+/// A text-to-image model: the U-Net, the text encoder and the tokenizer,
+/// and in latent mode the (frozen) VAE whose latents the U-Net denoises.
 #[derive(Debug)]
 pub struct TextModel {
     pub unet: ConditionUNet,
@@ -89,9 +91,34 @@ pub struct TextModel {
     pub tokenizer: ClipTokenizer,
     /// The text encoder trains with the U-Net (else it is frozen).
     pub train_text_encoder: bool,
+    /// Latent mode: the VAE, frozen. `None`: pixel space.
+    pub vae: Option<Vae>,
 }
 
 impl TextModel {
+    /// What the U-Net denoises of `images` (`[N, C, H, W]` in [-1, 1]): the
+    /// images themselves, or in latent mode a draw from the VAE's posterior
+    /// scaled as the pipelines scale it (diffusers' training scripts:
+    /// `vae.encode(x).latent_dist.sample() * scaling_factor`), drawn from
+    /// libtorch's global generator, without gradients.
+    pub fn model_input(&self, images: &Tensor) -> Result<Tensor> {
+        match &self.vae {
+            None => Ok(images.shallow_clone()),
+            Some(vae) => vae
+                .encode_latents(images, LatentDraw::Sample)
+                .map_err(latent_error),
+        }
+    }
+
+    /// Images (`[N, C, H, W]`, about [-1, 1]) of what the U-Net produced:
+    /// decoded by the VAE in latent mode.
+    pub fn to_images(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.vae {
+            None => Ok(x.shallow_clone()),
+            Some(vae) => vae.decode_latents(x).map_err(latent_error),
+        }
+    }
+
     /// The token ids (`[N, max_length]`, on `device`) of `captions`.
     pub fn token_ids(&self, captions: &[String], device: Device) -> Result<Tensor> {
         let encodings = self.tokenizer.encode_batch(captions)?;
@@ -110,6 +137,14 @@ impl TextModel {
                 self.text_encoder.prompt_embeds(&ids, None, None)
             })?)
         }
+    }
+}
+
+/// An error of latent mode's VAE, named by its setting.
+fn latent_error(e: vae::Error) -> Error {
+    Error::Setting {
+        key: "model.text.vae".into(),
+        reason: e.to_string(),
     }
 }
 
@@ -165,7 +200,8 @@ impl Model {
     }
 
     /// Writes the diffusers/transformers model folders under `root`:
-    /// `unet/`, and `text_encoder/` for a text model.
+    /// `unet/`, and `text_encoder/` for a text model (the frozen VAE of
+    /// latent mode is written once, with the run's other files).
     pub fn save(&self, root: &Path) -> Result<()> {
         match self {
             Model::Plain(u) => u.save(root.join("unet"))?,

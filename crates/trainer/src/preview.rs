@@ -3,7 +3,6 @@
 //! ones, one column per prompt) at every sampling step, so that consecutive
 //! grids show the model improving.
 
-use data_pipeline::preprocess::Chw;
 use schedule::SchedulerConfig;
 use tch::{Device, Kind, Tensor};
 use unet::UNet;
@@ -12,10 +11,11 @@ use crate::config::{LogConfig, TrainConfig};
 use crate::model::TextModel;
 use crate::Result;
 
-/// The fixed noise `[M, C, H, W]` and labels (`i % classes`) of a run's grids.
+/// The fixed noise `[M, C, H, W]` (`shape` is `[C, H, W]`: the images', or
+/// the latents' in latent mode) and labels (`i % classes`) of a run's grids.
 pub fn fixed_inputs(
     config: &TrainConfig,
-    probe: &Chw,
+    shape: [i64; 3],
     num_classes: usize,
     device: Device,
 ) -> (Tensor, Option<Tensor>) {
@@ -24,12 +24,7 @@ pub fn fixed_inputs(
     // Every training step reseeds libtorch's generator from (seed, step), so
     // this draw does not move the training stream.
     tch::manual_seed(gen_seed as i64);
-    let shape = [
-        m,
-        probe.channels as i64,
-        probe.height as i64,
-        probe.width as i64,
-    ];
+    let shape = [m, shape[0], shape[1], shape[2]];
     let noise = Tensor::randn(shape, (Kind::Float, Device::Cpu)).to_device(device);
     let labels = (num_classes > 0).then(|| {
         Tensor::arange(m, (Kind::Int64, Device::Cpu))
@@ -85,7 +80,8 @@ pub fn sample(
 
 /// Samples images from `noise` with a text-conditioned model: image `i`
 /// shows `prompts[i % prompts.len()]` (so a grid of `prompts.len()` columns
-/// has one prompt per column), guided against the empty prompt.
+/// has one prompt per column), guided against the empty prompt. In latent
+/// mode `noise` is latent-shaped and the result is decoded by the VAE.
 pub fn sample_text(
     model: &TextModel,
     scheduler: &SchedulerConfig,
@@ -123,5 +119,5 @@ pub fn sample_text(
             &mut |_| {},
         )
     })?;
-    Ok(out.clamp(-1.0, 1.0))
+    Ok(model.to_images(&out)?.clamp(-1.0, 1.0))
 }

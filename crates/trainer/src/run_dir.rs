@@ -18,7 +18,9 @@
 //!   `unet/` (`UNet2DConditionModel`), `text_encoder/` (`CLIPTextModel`),
 //!   `tokenizer/` (`CLIPTokenizer`) and `scheduler/`, which
 //!   `lmzh txt2img --model RUN_DIR` loads and whose components diffusers and
-//!   transformers load one by one.
+//!   transformers load one by one; in latent mode (`model.text.vae`) also
+//!   `vae/` (`AutoencoderKL`, the frozen VAE, written once) and a
+//!   `model_index.json` naming it: a whole `StableDiffusionPipeline`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -101,11 +103,15 @@ impl RunDir {
 
     /// Writes `model_index.json` and `scheduler/scheduler_config.json` of the
     /// diffusers export (the model folders are written by the models
-    /// themselves): a `DDPMPipeline`, or with `text` a pixel-space
-    /// text-to-image pipeline (`StableDiffusionPipeline`'s components with
-    /// `vae` null).
-    pub fn write_pipeline_files(&self, scheduler: &SchedulerConfig, text: bool) -> Result<()> {
-        let index = if text {
+    /// themselves): a `DDPMPipeline`, or for a text model a
+    /// `StableDiffusionPipeline` (with `vae` null in pixel space).
+    pub fn write_pipeline_files(&self, scheduler: &SchedulerConfig, kind: Pipeline) -> Result<()> {
+        let index = if kind != Pipeline::Ddpm {
+            let vae = if kind == Pipeline::TextLatent {
+                serde_json::json!(["diffusers", "AutoencoderKL"])
+            } else {
+                serde_json::json!([null, null])
+            };
             serde_json::json!({
                 "_class_name": "StableDiffusionPipeline",
                 "_diffusers_version": DIFFUSERS_VERSION,
@@ -117,7 +123,7 @@ impl RunDir {
                 "text_encoder": ["transformers", "CLIPTextModel"],
                 "tokenizer": ["transformers", "CLIPTokenizer"],
                 "unet": ["diffusers", "UNet2DConditionModel"],
-                "vae": [null, null],
+                "vae": vae,
             })
         } else {
             serde_json::json!({
@@ -139,6 +145,17 @@ impl RunDir {
         cfg.save(dir.join("scheduler_config.json"))?;
         Ok(())
     }
+}
+
+/// What `model_index.json` describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pipeline {
+    /// A `UNet2DModel` and its scheduler.
+    Ddpm,
+    /// Text to image in pixel space (no `vae/`).
+    TextPixel,
+    /// Text to image in a VAE's latent space (`vae/` beside the U-Net).
+    TextLatent,
 }
 
 /// Reads the (step, loss) pairs of `metrics.jsonl`.

@@ -170,6 +170,11 @@ impl Trainer {
     fn micro_step(&self, mb: &MicroBatch, accum: usize) -> Result<(Tensor, Tensor)> {
         let device = self.device;
         let x0 = mb.images.to_device(device);
+        // Latent mode: the U-Net denoises a draw from the VAE's posterior.
+        let x0 = match &self.model {
+            Model::Text(m) => m.model_input(&x0)?,
+            Model::Plain(_) => x0,
+        };
         let n = x0.size()[0];
         let t = Tensor::randint(
             self.schedule.num_train_timesteps() as i64,

@@ -18,6 +18,7 @@ use schedule::{Schedule, SchedulerConfig};
 use tch::{Device, Tensor};
 use text::{ClipTextConfig, ClipTextModel, ClipTokenizer, DType};
 use unet::{ConditionUNet, UNet, UNetConditionConfig, UNetConfig};
+use vae::Vae;
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::{Conditioning, TrainConfig};
@@ -25,7 +26,7 @@ use crate::distributed::{self, Dist, DistOptions};
 use crate::ema::Ema;
 use crate::model::{self, Model, TextModel};
 use crate::optim::AdamW;
-use crate::run_dir::{self, RunDir, RunInfo};
+use crate::run_dir::{self, Pipeline, RunDir, RunInfo};
 use crate::{Error, Result};
 
 /// How to run (as opposed to what to train, which is the config).
@@ -52,11 +53,13 @@ pub struct TrainOptions {
 }
 
 /// The training data of a run: its loader, one preprocessed image (the
-/// shape of samples), its number of classes (0: unconditional or text) and,
-/// for text conditioning, the prompts of the sample grids.
+/// shape of samples), the shape `[C, H, W]` the model denoises (the images',
+/// or the latents' in latent mode), its number of classes (0: unconditional
+/// or text) and, for text conditioning, the prompts of the sample grids.
 pub(crate) struct Data {
     pub(crate) loader: DataLoader,
     pub(crate) probe: Chw,
+    pub(crate) model_shape: [i64; 3],
     pub(crate) num_classes: usize,
     pub(crate) prompts: Vec<String>,
 }
@@ -74,6 +77,8 @@ pub(crate) enum ModelSpec<'a> {
         unet: &'a UNetConditionConfig,
         text_encoder: &'a ClipTextConfig,
         tokenizer: ClipTokenizer,
+        /// Latent mode's VAE.
+        vae: Option<Vae>,
     },
 }
 
@@ -211,7 +216,19 @@ impl Trainer {
             dist.shard(),
         )?;
 
-        let (c, size) = (probe.channels as i64, probe.height as i64);
+        let vae = match (&config.model.text.vae, text_mode) {
+            (Some(path), true) => Some(load_vae(path, &run.root, resumed.is_some(), device)?),
+            _ => None,
+        };
+        let model_shape = match &vae {
+            Some(vae) => latent_shape(vae, &probe)?,
+            None => [
+                probe.channels as i64,
+                probe.height as i64,
+                probe.width as i64,
+            ],
+        };
+        let (c, size) = (model_shape[0], model_shape[1]);
         let mut t = if text_mode {
             let text = &config.model.text;
             let unet_config = text.unet_config(c, size, config.model.dropout)?;
@@ -227,6 +244,7 @@ impl Trainer {
                 unet: &unet_config,
                 text_encoder: &text_encoder,
                 tokenizer,
+                vae,
             };
             Trainer::build(config, spec, device, dist)?
         } else {
@@ -236,6 +254,7 @@ impl Trainer {
         t.data = Some(Data {
             loader,
             probe,
+            model_shape,
             num_classes,
             prompts,
         });
@@ -301,7 +320,11 @@ impl Trainer {
                 unet,
                 text_encoder,
                 tokenizer,
+                mut vae,
             } => {
+                if let Some(vae) = vae.as_mut() {
+                    vae.vs.freeze();
+                }
                 let unet = ConditionUNet::new(unet, device)?;
                 let mut text_encoder = ClipTextModel::new(text_encoder, device, DType::F32)?;
                 let train_text_encoder = config.model.text.train_text_encoder;
@@ -313,6 +336,7 @@ impl Trainer {
                     text_encoder,
                     tokenizer,
                     train_text_encoder,
+                    vae,
                 };
                 (Model::Text(m), None)
             }
@@ -468,9 +492,71 @@ impl Trainer {
             preprocess: Some(self.config.data.preprocess.deterministic()),
             source: Some(self.config.data.source.to_string()),
         })?;
-        run.write_pipeline_files(&self.scheduler_config, self.model.text().is_some())?;
+        let pipeline = match self.model.text() {
+            None => Pipeline::Ddpm,
+            Some(TextModel { vae: None, .. }) => Pipeline::TextPixel,
+            Some(TextModel { vae: Some(vae), .. }) => {
+                // The frozen VAE, once: a resumed run reads this copy back.
+                let dir = run.root.join("vae");
+                if !dir.join("config.json").is_file() {
+                    vae.save(&dir).map_err(|e| Error::Setting {
+                        key: "model.text.vae".into(),
+                        reason: format!("writing {}: {e}", dir.display()),
+                    })?;
+                }
+                Pipeline::TextLatent
+            }
+        };
+        run.write_pipeline_files(&self.scheduler_config, pipeline)?;
         Ok(())
     }
+}
+
+/// Latent mode's VAE: on resume the run folder's own copy (so the run goes
+/// on with exactly the VAE it started with), else `path` (a `vae/` folder,
+/// or a folder holding one).
+fn load_vae(path: &Path, run_root: &Path, resumed: bool, device: Device) -> Result<Vae> {
+    let own = run_root.join("vae");
+    let path = if resumed && own.join("config.json").is_file() {
+        own
+    } else {
+        path.to_path_buf()
+    };
+    let vae = Vae::load(&path, device).map_err(|e| Error::Setting {
+        key: "model.text.vae".into(),
+        reason: format!("{}: {e}", path.display()),
+    })?;
+    tracing::info!(vae = %path.display(), "latent mode");
+    Ok(vae)
+}
+
+/// `[C, H, W]` of the latents of images shaped like `probe`.
+fn latent_shape(vae: &Vae, probe: &Chw) -> Result<[i64; 3]> {
+    let cfg = vae.config();
+    let factor = usize::try_from(cfg.downscale_factor()).unwrap_or(usize::MAX);
+    let bad = |reason: String| Error::Setting {
+        key: "model.text.vae".into(),
+        reason,
+    };
+    if probe.channels as i64 != cfg.in_channels {
+        return Err(bad(format!(
+            "the VAE encodes {}-channel images; the data has {} channels (set \
+             data.preprocess.channels)",
+            cfg.in_channels, probe.channels
+        )));
+    }
+    if !probe.height.is_multiple_of(factor) || !probe.width.is_multiple_of(factor) {
+        return Err(bad(format!(
+            "images of {}x{} do not divide into the VAE's {factor}x{factor} latent cells \
+             (set data.preprocess.resolution to a multiple of {factor})",
+            probe.width, probe.height
+        )));
+    }
+    Ok([
+        cfg.latent_channels,
+        (probe.height / factor) as i64,
+        (probe.width / factor) as i64,
+    ])
 }
 
 /// The prompts of a text run's sample grids: the config's, else the first

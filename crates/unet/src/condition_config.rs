@@ -5,7 +5,7 @@
 //! Keys this implementation interprets are fields; every other key is kept
 //! in [`UNetConditionConfig::extra`] and written back, so a config
 //! round-trips. Options diffusers has and this crate does not implement
-//! (SDXL's `addition_embed_type`, `encoder_hid_dim`, `time_cond_proj_dim`,
+//! (SDXL's `addition_embed_type: "text_time"`, `encoder_hid_dim`, `time_cond_proj_dim`,
 //! dual cross-attention, ...) are accepted only at their defaults:
 //! [`UNetConditionConfig::validate`] names the key and value otherwise.
 
@@ -91,6 +91,16 @@ pub struct UNetConditionConfig {
     pub conv_out_kernel: i64,
     /// `null`: as `only_cross_attention` when that is one value, else false.
     pub mid_block_only_cross_attention: Option<bool>,
+    /// `null`, or `"text"`: a pooled text embedding added to the time
+    /// embedding (diffusers' `TextTimeEmbedding`: attention pooling of the
+    /// encoder hidden states), a global path for the prompt beside
+    /// cross-attention. Other values (SDXL's `text_time`, Kandinsky's) are
+    /// not implemented.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addition_embed_type: Option<String>,
+    /// Heads of that attention pooling (`null`: diffusers' default, 64).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addition_embed_type_num_heads: Option<i64>,
     /// Keys this crate does not interpret, kept so the config round-trips.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
@@ -143,6 +153,8 @@ impl Default for UNetConditionConfig {
             conv_in_kernel: 3,
             conv_out_kernel: 3,
             mid_block_only_cross_attention: None,
+            addition_embed_type: None,
+            addition_embed_type_num_heads: None,
             extra: BTreeMap::new(),
         }
     }
@@ -153,7 +165,6 @@ impl Default for UNetConditionConfig {
 const DEFAULT_ONLY: &[(&str, Option<&str>)] = &[
     ("encoder_hid_dim", None),
     ("encoder_hid_dim_type", None),
-    ("addition_embed_type", None),
     ("addition_time_embed_dim", None),
     ("time_cond_proj_dim", None),
     ("projection_class_embeddings_input_dim", None),
@@ -261,6 +272,35 @@ impl UNetConditionConfig {
     /// `"timestep"`; `"identity"`), `None` without.
     pub fn class_embedding(&self) -> Result<Option<ClassEmbedding>> {
         ClassEmbedding::from_keys(self.class_embed_type.as_deref(), self.num_class_embeds)
+    }
+
+    /// The heads of the pooled-text addition to the time embedding
+    /// (`addition_embed_type: "text"`), `None` without one.
+    pub fn text_time_heads(&self) -> Result<Option<i64>> {
+        match self.addition_embed_type.as_deref() {
+            None => Ok(None),
+            Some("text") => {
+                let heads = self.addition_embed_type_num_heads.unwrap_or(64);
+                let width = self.encoder_width();
+                if heads < 1 || width % heads != 0 {
+                    return Err(Error::unsupported(
+                        "addition_embed_type_num_heads",
+                        heads,
+                        format!(
+                            "must be a positive divisor of the encoder width \
+                             (cross_attention_dim = {width})"
+                        ),
+                    ));
+                }
+                Ok(Some(heads))
+            }
+            Some(other) => Err(Error::unsupported(
+                "addition_embed_type",
+                other,
+                "supported: \"text\" (a pooled text embedding), null; SDXL's \"text_time\" \
+                 and Kandinsky's image embeddings are not implemented",
+            )),
+        }
     }
 
     /// Per down block, as diffusers expands the per-block options; the up
@@ -372,6 +412,7 @@ impl UNetConditionConfig {
         self.activation()?;
         self.time_scale_shift()?;
         self.class_embedding()?;
+        self.text_time_heads()?;
         let n = self.block_out_channels.len();
         if n == 0 {
             return Err(Error::InvalidConfig("`block_out_channels` is empty".into()));

@@ -9,9 +9,9 @@
 //!   [`upsampling`], [`unet_2d_blocks`], [`unet_2d`]: the blocks, one file
 //!   each, named as in diffusers; variable names are the state-dict keys.
 //! - [`condition_config`], [`cross_attention`], [`feed_forward`],
-//!   [`transformer_2d`], [`unet_2d_condition_blocks`], [`unet_2d_condition`]:
-//!   `UNet2DConditionModel` ([`UNetConditionConfig`]) and the cross-attention
-//!   blocks it adds.
+//!   [`transformer_2d`], [`unet_2d_condition_blocks`], [`text_time_embedding`],
+//!   [`unet_2d_condition`]: `UNet2DConditionModel` ([`UNetConditionConfig`])
+//!   and the cross-attention blocks and pooled-text embedding it adds.
 //! - [`io`]: [`UNet`] and [`ConditionUNet`] (model + weights) with loading
 //!   and saving in diffusers' folder layout.
 //! - [`layers`]: PyTorch-initialised conv/linear/norm layers and the FLOP
@@ -37,6 +37,7 @@ pub mod feed_forward;
 pub mod io;
 pub mod layers;
 pub mod resnet;
+pub mod text_time_embedding;
 pub mod transformer_2d;
 pub mod unet_2d;
 pub mod unet_2d_blocks;

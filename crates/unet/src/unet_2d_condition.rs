@@ -17,6 +17,7 @@ use crate::activations::Activation;
 use crate::condition_config::UNetConditionConfig;
 use crate::embeddings::{TimeProjection, TimestepEmbedding, Timesteps};
 use crate::layers;
+use crate::text_time_embedding::TextTimeEmbedding;
 use crate::transformer_2d::Transformer2DConfig;
 use crate::unet_2d::{add_class_embedding, broadcast_timesteps, ClassEmbed};
 use crate::unet_2d_blocks::{BlockConfig, DownBlock2D, UpBlock2D};
@@ -35,6 +36,9 @@ pub struct UNet2DConditionModel {
     pub time_proj: TimeProjection,
     pub time_embedding: TimestepEmbedding,
     pub class_embedding: Option<ClassEmbed>,
+    /// `add_embedding`: the pooled prompt added to the time embedding
+    /// (`addition_embed_type: "text"`).
+    pub add_embedding: Option<TextTimeEmbedding>,
     pub down_blocks: Vec<CondDownBlock>,
     pub mid_block: Option<UNetMidBlock2DCrossAttn>,
     pub up_blocks: Vec<CondUpBlock>,
@@ -96,6 +100,9 @@ impl UNet2DConditionModel {
         let class_embedding = cfg
             .class_embedding()?
             .map(|c| ClassEmbed::new(&vs / "class_embedding", c, ch[0], temb));
+        let add_embedding = cfg.text_time_heads()?.map(|heads| {
+            TextTimeEmbedding::new(&vs / "add_embedding", cfg.encoder_width(), temb, heads)
+        });
 
         let block = |cin: i64, cout: i64, prev: i64, layers: i64, last: bool| BlockConfig {
             in_channels: cin,
@@ -195,6 +202,7 @@ impl UNet2DConditionModel {
             time_proj,
             time_embedding,
             class_embedding,
+            add_embedding,
             down_blocks,
             mid_block,
             up_blocks,
@@ -287,6 +295,10 @@ impl UNet2DConditionModel {
             &self.time_proj,
             kind,
         )?;
+        let emb = match &self.add_embedding {
+            Some(add) => emb + add.forward(&context),
+            None => emb,
+        };
 
         let mut h = self.conv_in.forward(&sample);
         let mut skips = vec![h.shallow_clone()];
@@ -348,7 +360,7 @@ impl UNet2DConditionModel {
 
     /// Forward FLOPs per block for one `h x w` sample with `s` context
     /// tokens, in forward order (`conv_in`, `time_embedding`,
-    /// `down_blocks.i`, `mid_block`, `up_blocks.i`, `conv_out`); the
+    /// `add_embedding` where the model has one, `down_blocks.i`, `mid_block`, `up_blocks.i`, `conv_out`); the
     /// convention of [`crate::layers`].
     pub fn flops(&self, h: i64, w: i64, s: i64) -> Vec<(String, u64)> {
         let mut out = vec![
@@ -358,6 +370,9 @@ impl UNet2DConditionModel {
             ),
             ("time_embedding".into(), self.time_embedding.flops(1)),
         ];
+        if let Some(add) = &self.add_embedding {
+            out.push(("add_embedding".into(), add.flops(1, s)));
+        }
         let mut hw = (h, w);
         let mut sides = vec![hw];
         for (i, b) in self.down_blocks.iter().enumerate() {

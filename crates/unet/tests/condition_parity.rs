@@ -18,6 +18,7 @@ const CASES: &[&str] = &[
     "sd1_like",
     "sd2_like_odd_size_mask",
     "class_scale_shift_no_mid",
+    "text_time_pooled",
 ];
 
 fn case_dir(case: &str) -> PathBuf {

@@ -1,0 +1,229 @@
+//! Latent mode: a text-to-image U-Net trained on the latents of a frozen
+//! VAE (`model.text.vae`), whose run folder is a whole
+//! `StableDiffusionPipeline`; exact resume; bad VAEs named.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use tch::{Device, Tensor};
+use trainer::{checkpoint, train, Error, TrainConfig, TrainOptions};
+use vae::{config::SampleSize, Vae, VaeConfig};
+
+/// Tests that train take turns: every step reseeds libtorch's one
+/// generator (exact resume compares bits).
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const CAPTIONS: [&str; 2] = ["a dark square", "a bright square"];
+
+/// 8 grey 8x8 images with a `metadata.jsonl`.
+fn captioned_folder(dir: &Path) -> PathBuf {
+    let root = dir.join("squares");
+    std::fs::create_dir_all(&root).unwrap();
+    let mut meta = std::fs::File::create(root.join("metadata.jsonl")).unwrap();
+    for k in 0..8u8 {
+        let bright = k % 2 == 1;
+        let v = if bright { 200 + k } else { 20 + k };
+        let img = image::GrayImage::from_fn(8, 8, |x, y| {
+            image::Luma([if (2..6).contains(&x) && (2..6).contains(&y) {
+                v
+            } else {
+                128
+            }])
+        });
+        let name = format!("{k:02}.png");
+        img.save(root.join(&name)).unwrap();
+        let caption = CAPTIONS[bright as usize];
+        writeln!(
+            meta,
+            "{{\"file_name\": \"{name}\", \"text\": \"{caption}\"}}"
+        )
+        .unwrap();
+    }
+    root
+}
+
+/// A random grey VAE with 2-channel latents, 2x smaller on each side,
+/// saved as a diffusers `vae/` folder in `dir/vae-src`.
+fn tiny_vae(dir: &Path, in_channels: i64) -> PathBuf {
+    let cfg = VaeConfig {
+        in_channels,
+        out_channels: in_channels,
+        down_block_types: vec!["DownEncoderBlock2D".into(); 2],
+        up_block_types: vec!["UpDecoderBlock2D".into(); 2],
+        block_out_channels: vec![8, 8],
+        layers_per_block: 1,
+        latent_channels: 2,
+        norm_num_groups: 4,
+        sample_size: SampleSize::Square(8),
+        scaling_factor: 0.5,
+        ..VaeConfig::default()
+    };
+    tch::manual_seed(11);
+    let vae = Vae::new(&cfg, Device::Cpu).unwrap();
+    let path = dir.join(format!("vae-src-{in_channels}"));
+    vae.save(&path).unwrap();
+    path
+}
+
+/// A tiny text run on the folder in the latent space of `vae`.
+fn tiny_latent(dir: &Path, name: &str, steps: u64, vae: &Path) -> TrainConfig {
+    let mut c = common::tiny(dir, name, steps, 4);
+    c.data.source = data_pipeline::source::SourceSpec::Folder(captioned_folder(dir));
+    c.model.class_conditional = false;
+    let t = &mut c.model.text;
+    t.block_out_channels = vec![16, 16];
+    t.norm_num_groups = 4;
+    t.attention_head_dim = 2;
+    t.hidden_size = 16;
+    t.intermediate_size = 32;
+    t.num_hidden_layers = 1;
+    t.num_attention_heads = 2;
+    t.max_position_embeddings = 8;
+    t.vae = Some(vae.to_path_buf());
+    c
+}
+
+fn weights(dir: &Path) -> Vec<(String, Tensor)> {
+    let vae = Vae::load(dir, Device::Cpu).unwrap();
+    vae.state_dict().into_iter().collect()
+}
+
+#[test]
+fn a_latent_run_keeps_its_vae_frozen_and_is_a_stable_diffusion_pipeline() {
+    let _turn = turn();
+    let dir = tempfile::tempdir().unwrap();
+    let src = tiny_vae(dir.path(), 1);
+    let mut c = tiny_latent(dir.path(), "latent", 3, &src);
+    c.log.sample_every = 3;
+    c.model.text.sample_prompts = vec![CAPTIONS[0].into(), CAPTIONS[1].into()];
+    let s = train(c, &TrainOptions::default()).unwrap();
+
+    // The run's VAE is the source, bit for bit.
+    let (a, b) = (weights(&src), weights(&s.run_dir.join("vae")));
+    assert_eq!(a.len(), b.len());
+    for ((ka, ta), (kb, tb)) in a.iter().zip(&b) {
+        assert_eq!(ka, kb);
+        assert!(ta.equal(tb), "{ka}");
+    }
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.run_dir.join("model_index.json")).unwrap())
+            .unwrap();
+    assert_eq!(index["_class_name"], "StableDiffusionPipeline");
+    assert_eq!(
+        index["vae"],
+        serde_json::json!(["diffusers", "AutoencoderKL"])
+    );
+    // The U-Net denoises 2 x 4 x 4 latents.
+    let unet = unet::UNetConditionConfig::from_file(s.run_dir.join("unet/config.json")).unwrap();
+    assert_eq!((unet.in_channels, unet.out_channels), (2, 2));
+    assert_eq!(unet.sample_hw(), Some((4, 4)));
+    // The grid shows decoded 8x8 images, one column per prompt.
+    let grid = image::open(s.run_dir.join("samples/step-000003.png")).unwrap();
+    assert_eq!(grid.width(), 2 * 8 + 3 * 2);
+
+    // The pipeline loads with its VAE and samples 8x8 pictures.
+    let pipe = sampler::text_to_image::TextToImage::load(&s.run_dir, Device::Cpu).unwrap();
+    assert!(pipe.vae.is_some());
+    assert_eq!((pipe.vae_scale_factor(), pipe.default_size()), (2, (8, 8)));
+    let out = dir.path().join("txt2img");
+    let args = <Txt2Img as clap::Parser>::try_parse_from([
+        "txt2img",
+        "--model",
+        s.run_dir.to_str().unwrap(),
+        "--prompt",
+        CAPTIONS[1],
+        "--sampler",
+        "ddim",
+        "--steps",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .unwrap();
+    let line = sampler::cli::txt2img::run(&args.args).unwrap();
+    assert!(line.contains("1 image(s) of 8x8"), "{line}");
+}
+
+#[derive(clap::Parser)]
+struct Txt2Img {
+    #[command(flatten)]
+    args: sampler::cli::txt2img::Args,
+}
+
+#[test]
+fn a_latent_run_resumes_bit_identically() {
+    let _turn = turn();
+    let dir = tempfile::tempdir().unwrap();
+    let src = tiny_vae(dir.path(), 1);
+    let straight = train(
+        tiny_latent(dir.path(), "straight", 4, &src),
+        &TrainOptions::default(),
+    )
+    .unwrap();
+    let first = train(
+        tiny_latent(dir.path(), "split", 4, &src),
+        &TrainOptions {
+            stop_after: Some(2),
+            ..TrainOptions::default()
+        },
+    )
+    .unwrap();
+    let (_, ck) = checkpoint::list(&first.run_dir.join("checkpoints"))
+        .pop()
+        .unwrap();
+    // The source VAE is gone: the resumed run reads its own copy.
+    std::fs::remove_dir_all(&src).unwrap();
+    let resumed = train(
+        tiny_latent(dir.path(), "ignored", 4, &src),
+        &TrainOptions {
+            resume: Some(ck),
+            ..TrainOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(resumed.steps, 4);
+    assert_eq!(resumed.params_digest, straight.params_digest);
+}
+
+#[test]
+fn a_vae_that_does_not_fit_the_data_is_named() {
+    let _turn = turn();
+    let dir = tempfile::tempdir().unwrap();
+    // An RGB VAE for grey data.
+    let rgb = tiny_vae(dir.path(), 3);
+    let err = train(
+        tiny_latent(dir.path(), "rgb", 1, &rgb),
+        &TrainOptions::default(),
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Setting { .. }), "{msg}");
+    assert!(
+        msg.contains("model.text.vae") && msg.contains("3-channel"),
+        "{msg}"
+    );
+    // Images whose side the VAE's factor does not divide.
+    let grey = tiny_vae(dir.path(), 1);
+    let mut c = tiny_latent(dir.path(), "odd", 1, &grey);
+    c.data.preprocess.resolution = Some(7);
+    let msg = train(c, &TrainOptions::default()).unwrap_err().to_string();
+    assert!(
+        msg.contains("model.text.vae") && msg.contains("multiple of 2"),
+        "{msg}"
+    );
+    // No VAE there at all.
+    let c = tiny_latent(dir.path(), "missing", 1, &dir.path().join("nowhere"));
+    let msg = train(c, &TrainOptions::default()).unwrap_err().to_string();
+    assert!(
+        msg.contains("model.text.vae") && msg.contains("nowhere"),
+        "{msg}"
+    );
+}
