@@ -15,6 +15,7 @@ mod sample;
 mod schedule;
 mod tokenize;
 mod train;
+mod train_vae;
 mod txt2img;
 mod unet;
 
@@ -69,6 +70,9 @@ enum Command {
     /// Train a diffusion model (the `trainer` binary); no arguments trains
     /// the default preset on the bundled digits.
     Train(train::Args),
+    /// Train a latent-diffusion VAE (AutoencoderKL) and write a diffusers
+    /// vae/ folder; no arguments trains on the bundled digits.
+    TrainVae(train_vae::Args),
     /// Look at a U-Net: parameters per block and forward FLOPs
     /// (`lmzh unet info DIR` or `--preset NAME`).
     Unet(unet::Args),
@@ -102,6 +106,7 @@ fn main() -> std::process::ExitCode {
         Command::Tokenize(args) => tokenize::run(&args),
         Command::Txt2img(args) => txt2img::run(&args),
         Command::Train(args) => train::run(&args),
+        Command::TrainVae(args) => train_vae::run(&args),
         Command::Unet(args) => unet::run(&args),
         Command::Edit(args) => edit::run(&args),
         Command::Inpaint(args) => inpaint::run(&args),

@@ -26,6 +26,9 @@ use crate::Result;
     lmzh train --preset captioned-digits   # then: lmzh eval prompts --model runs/NAME\n  \
     lmzh train --data path/to/captioned --set data.preprocess.resolution=32 --set data.preprocess.channels=3 \
 --set model.text.proportion_empty_prompts=0.1\n  \
+    lmzh train --init-from path/to/sd-pipeline --data path/to/captioned --set data.preprocess.resolution=512 \
+--set data.preprocess.channels=3 --lr 1e-5   # fine-tune\n  \
+    lmzh train --preset captioned-digits --set model.text.vae=runs/VAE_RUN/vae   # latent mode\n  \
     lmzh txt2img --model runs/NAME --prompt \"a red circle\" --sampler dpm++2m --steps 25 --guidance-scale 3")]
 pub struct Args {
     /// A TOML config file (see `--print-config` for every key).
@@ -56,6 +59,13 @@ pub struct Args {
     /// Data source: digits, fashion-mnist, mnist, cifar10, a folder, or `idx:IMAGES[,LABELS]`.
     #[arg(long, value_name = "SPEC")]
     pub data: Option<String>,
+    /// Fine-tune a Stable-Diffusion-style pipeline folder (unet/,
+    /// text_encoder/, tokenizer/, scheduler/, vae/) on captioned data, as
+    /// diffusers' train_text_to_image.py: the U-Net trains, the VAE and the
+    /// text encoder stay frozen (`--set model.text.train_text_encoder=true`
+    /// trains it too); the run folder is a pipeline of the same shape.
+    #[arg(long, value_name = "PIPELINE_DIR")]
+    pub init_from: Option<PathBuf>,
     /// auto, cpu, cuda, cuda:N.
     #[arg(long)]
     pub device: Option<String>,
@@ -133,6 +143,13 @@ impl Args {
         }
         if self.channels_last {
             sets.push("channels_last=true".into());
+        }
+        if let Some(v) = &self.init_from {
+            sets.push(format!(
+                "model.text.init_from={}",
+                quoted(&v.display().to_string())
+            ));
+            sets.push("model.text.train_text_encoder=false".into());
         }
         sets.extend(self.set.iter().cloned());
         for s in &sets {

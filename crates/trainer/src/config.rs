@@ -169,6 +169,14 @@ pub struct TextConfig {
     /// .latent_dist.sample() * scaling_factor`, the run folder gets a copy
     /// of the VAE and is a `StableDiffusionPipeline`. null: pixel space.
     pub vae: Option<PathBuf>,
+    /// Fine-tuning: start from the models of this Stable-Diffusion-style
+    /// pipeline folder (`unet/`, `text_encoder/`, `tokenizer/`, `scheduler/`,
+    /// and `vae/` for latent mode) instead of fresh ones, as diffusers'
+    /// `train_text_to_image.py --pretrained_model_name_or_path` does: the
+    /// VAE frozen, the text encoder frozen unless `train_text_encoder`, the
+    /// forward process (betas, prediction type) read from its scheduler. The
+    /// U-Net and text-encoder shape settings above are then unused.
+    pub init_from: Option<PathBuf>,
 }
 
 impl Default for TextConfig {
@@ -192,6 +200,7 @@ impl Default for TextConfig {
             proportion_empty_prompts: 0.1,
             sample_prompts: Vec::new(),
             vae: None,
+            init_from: None,
         }
     }
 }
@@ -517,6 +526,42 @@ impl NoiseConfig {
             prediction_type: Some(self.prediction_type),
             ..SchedulerConfig::ddpm()
         }
+    }
+}
+
+impl NoiseConfig {
+    /// The forward process of a pipeline's `scheduler_config.json`, read as
+    /// diffusers' training scripts read it (`DDPMScheduler.from_pretrained`:
+    /// the betas and prediction type, `DDPMScheduler`'s defaults for keys
+    /// the file lacks); the loss weighting and offset noise are kept.
+    pub fn with_scheduler(&self, s: &SchedulerConfig) -> Result<NoiseConfig> {
+        if let Some(Some(_)) = &s.trained_betas {
+            return Err(Error::Setting {
+                key: "model.text.init_from".into(),
+                reason: "the pipeline's scheduler gives trained_betas, which training does not \
+                         take (use a beta_schedule)"
+                    .into(),
+            });
+        }
+        let d = SchedulerConfig::ddpm();
+        let pick = |a: Option<f64>, b: Option<f64>| a.or(b).unwrap_or_default();
+        Ok(NoiseConfig {
+            num_train_timesteps: s
+                .num_train_timesteps
+                .or(d.num_train_timesteps)
+                .unwrap_or(1000),
+            beta_schedule: s
+                .beta_schedule
+                .or(d.beta_schedule)
+                .unwrap_or(BetaSchedule::Linear),
+            beta_start: pick(s.beta_start, d.beta_start),
+            beta_end: pick(s.beta_end, d.beta_end),
+            prediction_type: s
+                .prediction_type
+                .or(d.prediction_type)
+                .unwrap_or(PredictionType::Epsilon),
+            ..self.clone()
+        })
     }
 }
 

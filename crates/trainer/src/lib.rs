@@ -50,6 +50,7 @@ pub mod run_dir;
 pub mod step;
 pub mod train;
 pub mod trainer;
+pub mod vae_train;
 
 pub use config::TrainConfig;
 pub use error::{Error, Result};

@@ -13,7 +13,7 @@ use std::io::Read;
 use std::path::Path;
 
 use tch::{Device, Tensor};
-use text::{ClipTextModel, ClipTokenizer};
+use text::{ClipTextModel, ClipTokenizer, DType};
 use unet::{ConditionUNet, UNet};
 use vae::{LatentDraw, Vae};
 
@@ -96,6 +96,54 @@ pub struct TextModel {
 }
 
 impl TextModel {
+    /// The models of a Stable-Diffusion-style pipeline folder (`unet/`,
+    /// `text_encoder/`, `tokenizer/`, and `vae/` where it has one), for
+    /// fine-tuning: the U-Net trainable, the VAE frozen, the text encoder
+    /// trainable only with `train_text_encoder`. Errors name the setting
+    /// `model.text.init_from` and the folder.
+    pub fn from_pipeline(dir: &Path, device: Device, train_text_encoder: bool) -> Result<Self> {
+        let bad = |part: &str, e: &dyn std::fmt::Display| Error::Setting {
+            key: "model.text.init_from".into(),
+            reason: format!("{}: {e}", dir.join(part).display()),
+        };
+        let mut unet =
+            ConditionUNet::load(dir.join("unet"), device).map_err(|e| bad("unet", &e))?;
+        unet.vs.unfreeze();
+        let mut text_encoder = ClipTextModel::load(dir.join("text_encoder"), device, DType::F32)
+            .map_err(|e| bad("text_encoder", &e))?;
+        if train_text_encoder {
+            text_encoder.vs.unfreeze();
+        } else {
+            text_encoder.vs.freeze();
+        }
+        let tokenizer =
+            ClipTokenizer::from_folder(dir.join("tokenizer")).map_err(|e| bad("tokenizer", &e))?;
+        let vae = if dir.join("vae").is_dir() {
+            let mut vae = Vae::load(dir.join("vae"), device).map_err(|e| bad("vae", &e))?;
+            vae.vs.freeze();
+            Some(vae)
+        } else {
+            None
+        };
+        let width = unet.config().encoder_width();
+        let hidden = text_encoder.config.dims().map_or(0, |d| d.hidden_size);
+        if width != hidden {
+            return Err(bad(
+                "unet",
+                &format!(
+                    "its cross_attention_dim {width} is not the text encoder's hidden_size {hidden}"
+                ),
+            ));
+        }
+        Ok(TextModel {
+            unet,
+            text_encoder,
+            tokenizer,
+            train_text_encoder,
+            vae,
+        })
+    }
+
     /// What the U-Net denoises of `images` (`[N, C, H, W]` in [-1, 1]): the
     /// images themselves, or in latent mode a draw from the VAE's posterior
     /// scaled as the pipelines scale it (diffusers' training scripts:

@@ -80,6 +80,8 @@ pub(crate) enum ModelSpec<'a> {
         /// Latent mode's VAE.
         vae: Option<Vae>,
     },
+    /// A pipeline's models, loaded ([`TextModel::from_pipeline`]).
+    Pretrained(TextModel),
 }
 
 /// A training run: model, optimiser, EMA, schedule, and (from
@@ -162,6 +164,27 @@ impl Trainer {
 
         // Data, and what it says the model is conditioned on.
         let mut config = config;
+        if let Some(dir) = config.model.text.init_from.clone() {
+            match config.model.conditioning {
+                Conditioning::Class | Conditioning::None => {
+                    return Err(Error::Setting {
+                        key: "model.conditioning".into(),
+                        reason: "fine-tuning a text-to-image pipeline (model.text.init_from) \
+                                 needs text conditioning"
+                            .into(),
+                    })
+                }
+                _ => config.model.conditioning = Conditioning::Text,
+            }
+            if resumed.is_none() {
+                let path = dir.join("scheduler").join("scheduler_config.json");
+                let scheduler = SchedulerConfig::load(&path).map_err(|e| Error::Setting {
+                    key: "model.text.init_from".into(),
+                    reason: e.to_string(),
+                })?;
+                config.noise = config.noise.with_scheduler(&scheduler)?;
+            }
+        }
         let model_cfg = &config.model;
         let captions = CaptionOptions {
             enabled: match model_cfg.conditioning {
@@ -216,8 +239,19 @@ impl Trainer {
             dist.shard(),
         )?;
 
-        let vae = match (&config.model.text.vae, text_mode) {
-            (Some(path), true) => Some(load_vae(path, &run.root, resumed.is_some(), device)?),
+        // Fine-tuning: the pipeline's models (on resume, the run's own copies,
+        // whose trained weights the checkpoint then restores).
+        let mut pretrained = match (&config.model.text.init_from, text_mode) {
+            (Some(dir), true) => {
+                let source = if resumed.is_some() { &run.root } else { dir };
+                let train_te = config.model.text.train_text_encoder;
+                Some(TextModel::from_pipeline(source, device, train_te)?)
+            }
+            _ => None,
+        };
+        let vae = match (&config.model.text.vae, text_mode, &mut pretrained) {
+            (_, _, Some(m)) => m.vae.take(),
+            (Some(path), true, None) => Some(load_vae(path, &run.root, resumed.is_some(), device)?),
             _ => None,
         };
         let model_shape = match &vae {
@@ -229,7 +263,28 @@ impl Trainer {
             ],
         };
         let (c, size) = (model_shape[0], model_shape[1]);
-        let mut t = if text_mode {
+        let mut t = if let Some(mut m) = pretrained {
+            let unet_in = m.unet.config().in_channels;
+            if unet_in != c {
+                return Err(Error::Setting {
+                    key: "model.text.init_from".into(),
+                    reason: format!(
+                        "the pipeline's U-Net takes {unet_in} channels; the {} gives {c}",
+                        if vae.is_some() {
+                            "VAE's latents"
+                        } else {
+                            "data"
+                        }
+                    ),
+                });
+            }
+            m.vae = vae;
+            if main && resumed.is_none() {
+                let dir = config.model.text.init_from.as_deref().unwrap_or(&run.root);
+                copy_folder(&dir.join("tokenizer"), &run.root.join("tokenizer"))?;
+            }
+            Trainer::build(config, ModelSpec::Pretrained(m), device, dist)?
+        } else if text_mode {
             let text = &config.model.text;
             let unet_config = text.unet_config(c, size, config.model.dropout)?;
             let text_encoder = text.text_encoder_config()?;
@@ -340,6 +395,7 @@ impl Trainer {
                 };
                 (Model::Text(m), None)
             }
+            ModelSpec::Pretrained(m) => (Model::Text(m), None),
         };
         tensor::amp::check(config.mixed_precision, device)?;
         let params = model.trainable_params();
@@ -510,6 +566,20 @@ impl Trainer {
         run.write_pipeline_files(&self.scheduler_config, pipeline)?;
         Ok(())
     }
+}
+
+/// Copies the files of folder `from` into `to` (created), each atomically.
+fn copy_folder(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
+    let entries = std::fs::read_dir(from).map_err(|e| Error::io(from, e))?;
+    for entry in entries {
+        let path = entry.map_err(|e| Error::io(from, e))?.path();
+        if let (true, Some(name)) = (path.is_file(), path.file_name()) {
+            let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+            tensor::fs::write_bytes_atomic(&to.join(name), &bytes)?;
+        }
+    }
+    Ok(())
 }
 
 /// Latent mode's VAE: on resume the run folder's own copy (so the run goes

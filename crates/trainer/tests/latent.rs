@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use tch::{Device, Tensor};
@@ -19,34 +18,7 @@ fn turn() -> std::sync::MutexGuard<'static, ()> {
     TURN.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-const CAPTIONS: [&str; 2] = ["a dark square", "a bright square"];
-
-/// 8 grey 8x8 images with a `metadata.jsonl`.
-fn captioned_folder(dir: &Path) -> PathBuf {
-    let root = dir.join("squares");
-    std::fs::create_dir_all(&root).unwrap();
-    let mut meta = std::fs::File::create(root.join("metadata.jsonl")).unwrap();
-    for k in 0..8u8 {
-        let bright = k % 2 == 1;
-        let v = if bright { 200 + k } else { 20 + k };
-        let img = image::GrayImage::from_fn(8, 8, |x, y| {
-            image::Luma([if (2..6).contains(&x) && (2..6).contains(&y) {
-                v
-            } else {
-                128
-            }])
-        });
-        let name = format!("{k:02}.png");
-        img.save(root.join(&name)).unwrap();
-        let caption = CAPTIONS[bright as usize];
-        writeln!(
-            meta,
-            "{{\"file_name\": \"{name}\", \"text\": \"{caption}\"}}"
-        )
-        .unwrap();
-    }
-    root
-}
+use common::SQUARE_CAPTIONS as CAPTIONS;
 
 /// A random grey VAE with 2-channel latents, 2x smaller on each side,
 /// saved as a diffusers `vae/` folder in `dir/vae-src`.
@@ -74,7 +46,7 @@ fn tiny_vae(dir: &Path, in_channels: i64) -> PathBuf {
 /// A tiny text run on the folder in the latent space of `vae`.
 fn tiny_latent(dir: &Path, name: &str, steps: u64, vae: &Path) -> TrainConfig {
     let mut c = common::tiny(dir, name, steps, 4);
-    c.data.source = data_pipeline::source::SourceSpec::Folder(captioned_folder(dir));
+    c.data.source = data_pipeline::source::SourceSpec::Folder(common::captioned_squares(dir));
     c.model.class_conditional = false;
     let t = &mut c.model.text;
     t.block_out_channels = vec![16, 16];

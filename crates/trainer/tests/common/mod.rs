@@ -36,3 +36,37 @@ pub fn tiny(runs_dir: &Path, name: &str, steps: u64, batch_size: usize) -> Train
     c.eval.every = 0;
     c
 }
+
+/// Captions of [`captioned_squares`], by brightness.
+#[allow(dead_code)]
+pub const SQUARE_CAPTIONS: [&str; 2] = ["a dark square", "a bright square"];
+
+/// 8 grey 8x8 images of a dark or bright square in `dir/squares`, with a
+/// `metadata.jsonl` captioning each.
+#[allow(dead_code)]
+pub fn captioned_squares(dir: &Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let root = dir.join("squares");
+    std::fs::create_dir_all(&root).unwrap();
+    let mut meta = std::fs::File::create(root.join("metadata.jsonl")).unwrap();
+    for k in 0..8u8 {
+        let bright = k % 2 == 1;
+        let v = if bright { 200 + k } else { 20 + k };
+        let img = image::GrayImage::from_fn(8, 8, |x, y| {
+            image::Luma([if (2..6).contains(&x) && (2..6).contains(&y) {
+                v
+            } else {
+                128
+            }])
+        });
+        let name = format!("{k:02}.png");
+        img.save(root.join(&name)).unwrap();
+        let caption = SQUARE_CAPTIONS[bright as usize];
+        writeln!(
+            meta,
+            "{{\"file_name\": \"{name}\", \"text\": \"{caption}\"}}"
+        )
+        .unwrap();
+    }
+    root
+}
