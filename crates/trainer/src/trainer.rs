@@ -407,7 +407,14 @@ impl Trainer {
             config.optim.clone(),
         )?;
         let ema = Ema::new(&params, config.ema.clone())?;
-        let scheduler_config = config.noise.scheduler_config();
+        let mut scheduler_config = config.noise.scheduler_config();
+        if model.text().is_some_and(|m| m.vae.is_some()) {
+            // Latents are not bounded as pixels are: no clipping of the
+            // predicted x_0; and `steps_offset` 1, which diffusers'
+            // StableDiffusionPipeline otherwise imposes on loading.
+            scheduler_config.clip_sample = Some(false);
+            scheduler_config.steps_offset = Some(1);
+        }
         let schedule = Schedule::from_config(&scheduler_config)?;
         let config_toml = config.to_toml();
         Ok(Trainer {

@@ -91,6 +91,16 @@ fn a_latent_run_keeps_its_vae_frozen_and_is_a_stable_diffusion_pipeline() {
         index["vae"],
         serde_json::json!(["diffusers", "AutoencoderKL"])
     );
+    // Latents are not clipped when sampling, and diffusers' pipeline would
+    // impose steps_offset 1: the run's scheduler says both.
+    let sched: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(s.run_dir.join("scheduler/scheduler_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (&sched["clip_sample"], &sched["steps_offset"]),
+        (&serde_json::json!(false), &serde_json::json!(1))
+    );
     // The U-Net denoises 2 x 4 x 4 latents.
     let unet = unet::UNetConditionConfig::from_file(s.run_dir.join("unet/config.json")).unwrap();
     assert_eq!((unet.in_channels, unet.out_channels), (2, 2));
@@ -198,4 +208,79 @@ fn a_vae_that_does_not_fit_the_data_is_named() {
         msg.contains("model.text.vae") && msg.contains("nowhere"),
         "{msg}"
     );
+}
+
+/// Writes a latent run folder and what `lmzh txt2img` makes of it from fixed
+/// latents (DDIM, 4 steps, guidance 2, the two captions) for diffusers to
+/// check; with `LMZH_LATENT_CHECK_DIR=DIR` it stays there, then
+/// `cargo xtask py scripts/check_latent_run.py DIR` loads `DIR/run` with
+/// `StableDiffusionPipeline.from_pretrained` and compares the images.
+#[test]
+fn a_latent_run_exports_for_the_diffusers_check() {
+    use sampler::text_to_image::{Prompts, TextToImage};
+    let _turn = turn();
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = std::env::var_os("LMZH_LATENT_CHECK_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| tmp.path().join("check"));
+    let src = tiny_vae(tmp.path(), 1);
+    let s = train(
+        tiny_latent(tmp.path(), "check", 3, &src),
+        &TrainOptions::default(),
+    )
+    .unwrap();
+    let pipe = TextToImage::load(&s.run_dir, Device::Cpu).unwrap();
+    let prompts = Prompts {
+        prompts: CAPTIONS.iter().map(|c| c.to_string()).collect(),
+        negative_prompt: None,
+        guidance_scale: 2.0,
+        guidance_rescale: 0.0,
+        images_per_prompt: 1,
+        clip_skip: None,
+    };
+    let encoded = pipe.encode(&prompts).unwrap();
+    tch::manual_seed(3);
+    let latents = Tensor::randn(
+        pipe.latent_shape(2, 8, 8).unwrap(),
+        (tch::Kind::Float, Device::Cpu),
+    );
+    let mut solver = sampler::by_name(
+        "ddim",
+        &pipe.scheduler,
+        4,
+        &sampler::SolverOptions::default(),
+    )
+    .unwrap();
+    let out = sampler::sample(
+        &pipe.unet,
+        solver.as_mut(),
+        &latents,
+        &encoded.conditioning,
+        &mut sampler::TorchRng,
+        &mut |_| {},
+    )
+    .unwrap();
+    let images = pipe.decode(&out).unwrap();
+    assert_eq!(images.size(), [2, 1, 8, 8]);
+    let run = dest.join("run");
+    let _ = std::fs::remove_dir_all(&run);
+    std::fs::create_dir_all(&run).unwrap();
+    for part in ["unet", "vae", "text_encoder", "tokenizer", "scheduler"] {
+        let to = run.join(part);
+        std::fs::create_dir_all(&to).unwrap();
+        for f in std::fs::read_dir(s.run_dir.join(part)).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::copy(
+        s.run_dir.join("model_index.json"),
+        run.join("model_index.json"),
+    )
+    .unwrap();
+    Tensor::write_safetensors(
+        &[("latents", &latents), ("images", &images)],
+        dest.join("io.safetensors"),
+    )
+    .unwrap();
 }
