@@ -15,7 +15,7 @@ use trainer::vae_train::{train_vae, ReconstructionLoss, VaeTrainConfig, VaeTrain
 #[command(
     allow_negative_numbers = true,
     after_help = "Example (the defaults: bundled digits at 32x32 grey, a 4x8x8 latent, \
-1500 steps, a few minutes on a 2-core CPU):\n  \
+600 steps, a few minutes on a 2-core CPU):\n  \
     lmzh train-vae --name digits-vae\n  \
     lmzh train-vae --data digits --steps 3000 --batch-size 32 --latent-channels 4 \
 --block-out-channels 16,32,64 --kl-weight 1e-6 --perceptual-weight 0.1 --runs-dir runs --name digits-vae-p\n  \
@@ -88,7 +88,7 @@ pub struct Args {
     #[arg(long)]
     pub no_mid_block_attention: bool,
 
-    /// Training steps [default: 1500].
+    /// Training steps [default: 600].
     #[arg(long)]
     pub steps: Option<u64>,
     /// Images per step [default: 32].
@@ -120,7 +120,7 @@ pub struct Args {
     /// A metrics line every N steps [default: 50].
     #[arg(long, value_name = "N")]
     pub log_every: Option<u64>,
-    /// Evaluate and write vae/ every N steps; 0: at the end only [default: 500].
+    /// Evaluate and write vae/ every N steps; 0: at the end only [default: 200].
     #[arg(long, value_name = "N")]
     pub checkpoint_every: Option<u64>,
     /// No progress display (without it: a bar on a terminal, plain lines otherwise).
