@@ -24,8 +24,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Loads the run folder as a pixel-space text-to-image pipeline and scores
-/// what it draws.
+/// Loads the run folder as a text-to-image pipeline (pixel space, or latent
+/// with its VAE) and scores what it draws.
 pub fn run_prompts(args: &PromptsArgs) -> anyhow::Result<eval::cli::PromptOutcome> {
     let device = args
         .device
@@ -34,20 +34,17 @@ pub fn run_prompts(args: &PromptsArgs) -> anyhow::Result<eval::cli::PromptOutcom
         .context("--device")?;
     let pipe = TextToImage::load(&args.model, device)
         .with_context(|| format!("--model {}", args.model.display()))?;
-    if pipe.vae.is_some() {
-        anyhow::bail!(
-            "--model {}: a latent-space pipeline; prompt evaluation reads a pixel-space run \
-             trained on captioned-digits (lmzh train --preset captioned-digits)",
-            args.model.display()
-        );
-    }
+    // Pixel space, or latent mode decoded to pixels by the run's VAE.
     let (height, width) = pipe.default_size();
-    if (height, width) != (32, 32) || pipe.latent_channels() != 1 {
+    let channels = match &pipe.vae {
+        Some(vae) => vae.config().out_channels,
+        None => pipe.latent_channels(),
+    };
+    if (height, width, channels) != (32, 32, 1) {
         anyhow::bail!(
-            "--model {}: draws {}-channel {height}x{width} images; prompt evaluation needs the \
-             1-channel 32x32 canvases of captioned-digits",
-            args.model.display(),
-            pipe.latent_channels()
+            "--model {}: draws {channels}-channel {height}x{width} images; prompt evaluation \
+             needs the 1-channel 32x32 canvases of captioned-digits",
+            args.model.display()
         );
     }
     let mut draw = |prompts: &[String], k: usize| -> eval::Result<Tensor> {
