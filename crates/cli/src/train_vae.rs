@@ -32,7 +32,7 @@ pub struct Args {
     /// Print the resolved config as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
-    /// Run name (folder under --runs-dir); default vae-<UTC timestamp>.
+    /// Run name (folder under --runs-dir); default vae-TIMESTAMP (UTC).
     #[arg(long)]
     pub name: Option<String>,
     /// Where run folders go [default: runs].
@@ -46,7 +46,7 @@ pub struct Args {
     pub seed: Option<u64>,
 
     /// Training data: digits, mnist, fashion-mnist, cifar10, a folder, or
-    /// idx:IMAGES[,LABELS] [default: digits].
+    /// idx:IMAGES or idx:IMAGES,LABELS [default: digits].
     #[arg(long, value_name = "SPEC")]
     pub data: Option<String>,
     /// Held-out images: auto (a benchmark's test split, else
