@@ -165,7 +165,7 @@ fn same(a: &[(String, Tensor)], b: &[(String, Tensor)]) -> bool {
 fn init_from_fine_tunes_the_unet_only() {
     let dir = tempfile::tempdir().unwrap();
     let src = sd_tiny("sd2_pipeline");
-    let folder = common::captioned_squares(dir.path());
+    let folder = common::captioned_squares(dir.path(), 8);
     let args = <Cmd as clap::Parser>::try_parse_from([
         "trainer",
         "--init-from",

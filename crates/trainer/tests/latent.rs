@@ -43,21 +43,10 @@ fn tiny_vae(dir: &Path, in_channels: i64) -> PathBuf {
     path
 }
 
-/// A tiny text run on the folder in the latent space of `vae`.
+/// A tiny text run on 8 captioned squares in the latent space of `vae`.
 fn tiny_latent(dir: &Path, name: &str, steps: u64, vae: &Path) -> TrainConfig {
-    let mut c = common::tiny(dir, name, steps, 4);
-    c.data.source = data_pipeline::source::SourceSpec::Folder(common::captioned_squares(dir));
-    c.model.class_conditional = false;
-    let t = &mut c.model.text;
-    t.block_out_channels = vec![16, 16];
-    t.norm_num_groups = 4;
-    t.attention_head_dim = 2;
-    t.hidden_size = 16;
-    t.intermediate_size = 32;
-    t.num_hidden_layers = 1;
-    t.num_attention_heads = 2;
-    t.max_position_embeddings = 8;
-    t.vae = Some(vae.to_path_buf());
+    let mut c = common::tiny_text(dir, name, steps, 8);
+    c.model.text.vae = Some(vae.to_path_buf());
     c
 }
 

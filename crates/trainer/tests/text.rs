@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tch::{Device, Tensor};
 use trainer::config::Conditioning;
@@ -20,52 +19,11 @@ fn turn() -> std::sync::MutexGuard<'static, ()> {
     TURN.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Captions of the test folder, by image brightness.
-const CAPTIONS: [&str; 2] = ["a dark square", "a bright square"];
+use common::SQUARE_CAPTIONS as CAPTIONS;
 
-/// 16 grey 8x8 images with a `metadata.jsonl`: dark ones and bright ones.
-fn captioned_folder(dir: &Path) -> PathBuf {
-    let root = dir.join("squares");
-    std::fs::create_dir_all(&root).unwrap();
-    let mut meta = std::fs::File::create(root.join("metadata.jsonl")).unwrap();
-    for k in 0..16u8 {
-        let bright = k % 2 == 1;
-        let v = if bright { 200 + k } else { 20 + k };
-        let img = image::GrayImage::from_fn(8, 8, |x, y| {
-            image::Luma([if (2..6).contains(&x) && (2..6).contains(&y) {
-                v
-            } else {
-                128
-            }])
-        });
-        let name = format!("{k:02}.png");
-        img.save(root.join(&name)).unwrap();
-        let caption = CAPTIONS[bright as usize];
-        writeln!(
-            meta,
-            "{{\"file_name\": \"{name}\", \"text\": \"{caption}\"}}"
-        )
-        .unwrap();
-    }
-    root
-}
-
-/// A tiny text-conditioned run on the folder: a U-Net of 16 channels per
-/// level, a one-layer text encoder of width 16 reading 8 tokens.
+/// A tiny text-conditioned run on 16 captioned squares.
 fn tiny_text(dir: &Path, name: &str, steps: u64) -> TrainConfig {
-    let mut c = common::tiny(dir, name, steps, 4);
-    c.data.source = data_pipeline::source::SourceSpec::Folder(captioned_folder(dir));
-    c.model.class_conditional = false;
-    let t = &mut c.model.text;
-    t.block_out_channels = vec![16, 16];
-    t.norm_num_groups = 4;
-    t.attention_head_dim = 2;
-    t.hidden_size = 16;
-    t.intermediate_size = 32;
-    t.num_hidden_layers = 1;
-    t.num_attention_heads = 2;
-    t.max_position_embeddings = 8;
-    c
+    common::tiny_text(dir, name, steps, 16)
 }
 
 fn digest_of(map: &std::collections::BTreeMap<String, Tensor>, prefix: &str) -> u64 {

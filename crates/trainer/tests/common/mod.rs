@@ -41,15 +41,15 @@ pub fn tiny(runs_dir: &Path, name: &str, steps: u64, batch_size: usize) -> Train
 #[allow(dead_code)]
 pub const SQUARE_CAPTIONS: [&str; 2] = ["a dark square", "a bright square"];
 
-/// 8 grey 8x8 images of a dark or bright square in `dir/squares`, with a
-/// `metadata.jsonl` captioning each.
+/// `count` grey 8x8 images of a dark or bright square in `dir/squares`
+/// (alternating), with a `metadata.jsonl` captioning each.
 #[allow(dead_code)]
-pub fn captioned_squares(dir: &Path) -> std::path::PathBuf {
+pub fn captioned_squares(dir: &Path, count: u8) -> std::path::PathBuf {
     use std::io::Write;
     let root = dir.join("squares");
     std::fs::create_dir_all(&root).unwrap();
     let mut meta = std::fs::File::create(root.join("metadata.jsonl")).unwrap();
-    for k in 0..8u8 {
+    for k in 0..count {
         let bright = k % 2 == 1;
         let v = if bright { 200 + k } else { 20 + k };
         let img = image::GrayImage::from_fn(8, 8, |x, y| {
@@ -69,4 +69,24 @@ pub fn captioned_squares(dir: &Path) -> std::path::PathBuf {
         .unwrap();
     }
     root
+}
+
+/// A tiny text-conditioned run on `count` [`captioned_squares`]: a U-Net of
+/// 16 channels per level, a one-layer text encoder of width 16 reading 8
+/// tokens.
+#[allow(dead_code)]
+pub fn tiny_text(dir: &Path, name: &str, steps: u64, count: u8) -> TrainConfig {
+    let mut c = tiny(dir, name, steps, 4);
+    c.data.source = data_pipeline::source::SourceSpec::Folder(captioned_squares(dir, count));
+    c.model.class_conditional = false;
+    let t = &mut c.model.text;
+    t.block_out_channels = vec![16, 16];
+    t.norm_num_groups = 4;
+    t.attention_head_dim = 2;
+    t.hidden_size = 16;
+    t.intermediate_size = 32;
+    t.num_hidden_layers = 1;
+    t.num_attention_heads = 2;
+    t.max_position_embeddings = 8;
+    c
 }
