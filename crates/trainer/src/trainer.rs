@@ -610,7 +610,6 @@ fn load_vae(path: &Path, run_root: &Path, resumed: bool, device: Device) -> Resu
 /// `[C, H, W]` of the latents of images shaped like `probe`.
 fn latent_shape(vae: &Vae, probe: &Chw) -> Result<[i64; 3]> {
     let cfg = vae.config();
-    let factor = usize::try_from(cfg.downscale_factor()).unwrap_or(usize::MAX);
     let bad = |reason: String| Error::Setting {
         key: "model.text.vae".into(),
         reason,
@@ -622,18 +621,15 @@ fn latent_shape(vae: &Vae, probe: &Chw) -> Result<[i64; 3]> {
             cfg.in_channels, probe.channels
         )));
     }
-    if !probe.height.is_multiple_of(factor) || !probe.width.is_multiple_of(factor) {
-        return Err(bad(format!(
-            "images of {}x{} do not divide into the VAE's {factor}x{factor} latent cells \
-             (set data.preprocess.resolution to a multiple of {factor})",
-            probe.width, probe.height
-        )));
-    }
-    Ok([
-        cfg.latent_channels,
-        (probe.height / factor) as i64,
-        (probe.width / factor) as i64,
-    ])
+    let (h, w) = (probe.height as i64, probe.width as i64);
+    cfg.check_image_hw(h, w).map_err(|e| {
+        bad(format!(
+            "{e} (set data.preprocess.resolution to a multiple of {})",
+            cfg.downscale_factor()
+        ))
+    })?;
+    let factor = cfg.downscale_factor();
+    Ok([cfg.latent_channels, h / factor, w / factor])
 }
 
 /// The prompts of a text run's sample grids: the config's, else the first
